@@ -1,0 +1,1 @@
+"""What runs inside the pipeline: ingest, evaluation config and the TFX module files."""

@@ -1,0 +1,88 @@
+"""The backbone table: one row per pretrained network the Trainer can freeze.
+
+A row says how to build the network without its classifier, how its inputs must be
+preprocessed (Transform applies exactly that function), how wide its pooled features
+are, and where Keras keeps its ImageNet weights. Adding a backbone is adding a row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import tf_keras
+
+# Keras' own download locations and MD5 hashes for the include_top=False weights
+# (copied from tf_keras/src/applications/*.py, which keeps them private).
+_KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    name: str
+    constructor: Callable[..., tf_keras.Model]
+    preprocess_input: Callable  # float pixels in [0, 255] -> what the network expects
+    feature_dim: int  # channels after global average pooling
+    min_image_size: int  # smallest input side the architecture accepts
+    imagenet_file: str  # file name in Keras' cache (~/.keras/models/)
+    imagenet_origin: str
+    imagenet_md5: str | None
+
+    def build(self, image_size: int) -> tf_keras.Model:
+        """The network without its top, with random weights (weights load separately)."""
+        return self.constructor(
+            include_top=False, weights=None, input_shape=(image_size, image_size, 3)
+        )
+
+
+def _row(name, constructor, preprocess_input, feature_dim, min_size, file, origin, md5):
+    return Backbone(name, constructor, preprocess_input, feature_dim, min_size, file, origin, md5)
+
+
+BACKBONES: dict[str, Backbone] = {
+    row.name: row
+    for row in (
+        _row(
+            "resnet50",
+            tf_keras.applications.ResNet50,
+            tf_keras.applications.resnet50.preprocess_input,  # RGB->BGR, minus ImageNet mean
+            2048,
+            32,
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            _KERAS_APPS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "4d473c1dd8becc155b73f8504c6f6626",
+        ),
+        _row(
+            "mobilenet_v2",
+            tf_keras.applications.MobileNetV2,
+            tf_keras.applications.mobilenet_v2.preprocess_input,  # scale to [-1, 1]
+            1280,
+            32,
+            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+            _KERAS_APPS
+            + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+            None,
+        ),
+        _row(
+            "efficientnet_b0",
+            tf_keras.applications.EfficientNetB0,
+            # EfficientNet rescales and normalises inside the network: identity here.
+            tf_keras.applications.efficientnet.preprocess_input,
+            1280,
+            32,
+            "efficientnetb0_notop.h5",
+            "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5",
+            "50bc09e76180e00e4465e1a485ddc09d",
+        ),
+    )
+}
+DEFAULT_BACKBONE = "resnet50"
+
+
+def get_backbone(name: str) -> Backbone:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}."
+        ) from None

@@ -1,0 +1,120 @@
+"""Export the trained model as a SavedModel that TF Serving answers over REST.
+
+Why the default signature takes bytes: TF Serving's REST API turns {"b64": "..."} into
+a DT_STRING tensor, so a client can post the photo file as it is, and decoding and
+resizing happen inside the model with the very Transform graph used in training.
+Class names are a constant inside the SavedModel, so no side file is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+import tf_keras
+from tensorflow.core.protobuf import saved_model_pb2
+
+from components.modules import features
+
+CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+
+
+class _ServingModule(tf.Module):
+    def __init__(self, model: tf_keras.Model, transform_layer, class_names: list[str]):
+        super().__init__()
+        # The Keras model itself stays out of the object graph: tracking it makes
+        # tf.saved_model.save trace every layer for Keras' own metadata (~40 s for
+        # ResNet50). The signatures need only its variables, which are tracked here.
+        self._call_model = lambda images: model(images, training=False)
+        self.model_variables = list(model.variables)
+        # An attribute, so the Transform graph's resources are tracked and saved.
+        self.transform_layer = transform_layer
+        self.class_names = tf.constant(class_names, dtype=tf.string)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def probabilities(self, image_bytes: tf.Tensor) -> tf.Tensor:
+        """Traced once and shared by every signature."""
+        transformed = self.transform_layer({features.IMAGE_KEY: image_bytes})
+        return self._call_model(transformed[features.TRANSFORMED_IMAGE_KEY])
+
+    def predictions(self, image_bytes: tf.Tensor) -> dict:
+        probabilities = self.probabilities(image_bytes)
+        class_index = tf.argmax(probabilities, axis=-1)
+        return {
+            features.PROBABILITIES_KEY: probabilities,
+            features.CLASS_INDEX_KEY: class_index,
+            features.CLASS_NAME_KEY: tf.gather(self.class_names, class_index),
+        }
+
+    def image_bytes_from_examples(self, serialized: tf.Tensor) -> tf.Tensor:
+        # Only the image is required, so clients may send tf.Examples holding just it.
+        parsed = tf.io.parse_example(
+            serialized, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
+        )
+        return parsed[features.IMAGE_KEY]
+
+
+def _string_batch(name: str) -> list[tf.TensorSpec]:
+    return [tf.TensorSpec([None], tf.string, name=name)]
+
+
+def _signatures(module: _ServingModule) -> dict:
+    @tf.function(input_signature=_string_batch(features.SERVING_INPUT_KEY))
+    def serve_image_bytes(image_bytes):
+        return module.predictions(image_bytes)
+
+    @tf.function(input_signature=_string_batch(features.TF_EXAMPLE_INPUT_KEY))
+    def serve_tf_example(examples):
+        return module.predictions(module.image_bytes_from_examples(examples))
+
+    @tf.function(input_signature=_string_batch(features.CLASSIFY_INPUT_KEY))
+    def classify(inputs):
+        scores = module.probabilities(module.image_bytes_from_examples(inputs))
+        classes = tf.tile(module.class_names[tf.newaxis, :], [tf.shape(scores)[0], 1])
+        return {features.CLASSIFY_CLASSES_KEY: classes, features.CLASSIFY_SCORES_KEY: scores}
+
+    return {
+        features.SERVING_SIGNATURE: serve_image_bytes,
+        features.TF_EXAMPLE_SIGNATURE: serve_tf_example,
+        features.CLASSIFY_SIGNATURE: classify,
+    }
+
+
+def _mark_classify_signature(export_dir: str) -> None:
+    """tf.saved_model.save tags every signature 'predict'; TF Serving's Classify API
+    only accepts signatures whose method_name is the classify one."""
+    path = os.path.join(export_dir, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with open(path, "rb") as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        meta_graph.signature_def[features.CLASSIFY_SIGNATURE].method_name = CLASSIFY_METHOD_NAME
+    with open(path, "wb") as f:
+        f.write(saved_model.SerializeToString(deterministic=True))
+
+
+def export_serving_model(
+    model: tf_keras.Model,
+    transform_layer,
+    class_names: list[str],
+    metadata: dict,
+    export_dir: str,
+) -> None:
+    """Write the SavedModel with its three signatures and training metadata to export_dir.
+
+    `transform_layer` maps {IMAGE_KEY: [batch] bytes} to transformed features; in the
+    pipeline it is tft.TFTransformOutput.transform_features_layer().
+    """
+    module = _ServingModule(model, transform_layer, list(class_names))
+    tf.saved_model.save(module, export_dir, signatures=_signatures(module))
+    _mark_classify_signature(export_dir)
+    metadata_path = os.path.join(export_dir, features.TRAINING_METADATA_FILE)
+    os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
+    with open(metadata_path, "w") as f:
+        json.dump({**metadata, "class_names": list(class_names)}, f, indent=2, sort_keys=True)
+
+
+def read_training_metadata(export_dir: str) -> dict:
+    with open(os.path.join(export_dir, features.TRAINING_METADATA_FILE)) as f:
+        return json.load(f)

@@ -1,0 +1,37 @@
+"""Feature keys and signature names: the one place each name is defined.
+
+Ingest writes these keys into tf.Examples, Transform reads and writes them, the
+Trainer and the export signatures use them, and the Evaluator is configured with
+them. Everything else imports from here so a rename is a one-line change.
+"""
+
+# Raw tf.Example features written by ingest (components/ingest.py).
+IMAGE_KEY = "image_raw"  # the original encoded file bytes, never re-encoded
+IMAGE_FORMAT_KEY = "image_format"  # one of SUPPORTED_FORMATS
+HEIGHT_KEY = "height"
+WIDTH_KEY = "width"
+LABEL_KEY = "label"  # int64 class index into the labels file
+LABEL_TEXT_KEY = "label_text"  # the class (folder) name
+SOURCE_PATH_KEY = "source_path"  # path relative to the image folder
+
+# Formats that tf.io.decode_image decodes, so Transform and serving can read them.
+SUPPORTED_FORMATS = ("jpeg", "png", "gif", "bmp")
+
+# Transformed features (preprocessing_fn output).
+TRANSFORMED_IMAGE_KEY = "image"  # float32 [size, size, 3], backbone-preprocessed
+
+# Export signatures and their tensor names.
+SERVING_SIGNATURE = "serving_default"  # encoded image bytes in
+TF_EXAMPLE_SIGNATURE = "serving_tf_example"  # serialized tf.Example in (Evaluator)
+CLASSIFY_SIGNATURE = "classify"  # TF Serving's Classify API (tf.Example in)
+SERVING_INPUT_KEY = "image_bytes"  # TF Serving's REST maps {"b64": ...} onto a DT_STRING input
+TF_EXAMPLE_INPUT_KEY = "examples"
+CLASSIFY_INPUT_KEY = "inputs"  # the names TF Serving's Classify API requires
+CLASSIFY_CLASSES_KEY = "classes"
+CLASSIFY_SCORES_KEY = "scores"
+PROBABILITIES_KEY = "probabilities"
+CLASS_INDEX_KEY = "class_index"
+CLASS_NAME_KEY = "class_name"
+
+# Written next to the SavedModel's variables; TF Serving ignores assets.extra.
+TRAINING_METADATA_FILE = "assets.extra/training_metadata.json"

@@ -1,0 +1,53 @@
+"""Transform's preprocessing_fn: encoded image bytes -> backbone-ready float pixels.
+
+The same graph runs in training (applied by the Trainer's input pipeline) and inside
+the exported SavedModel, so serving can never drift from training. There are no
+analyzers: every operation is per example.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from components.modules import features
+from components.modules.backbones import DEFAULT_BACKBONE, get_backbone
+
+DEFAULT_IMAGE_SIZE = 224
+
+
+def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+    """[batch] encoded JPEG/PNG/GIF/BMP strings -> float32 [batch, size, size, 3] in [0, 255].
+
+    Grey and RGBA images become 3-channel RGB; an animated GIF contributes its first
+    frame. Images are squashed to a square (no crop), as Keras'
+    image_dataset_from_directory does, with antialiasing for large photos.
+    """
+
+    def decode_one(encoded: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        return tf.image.resize(image, [image_size, image_size], antialias=True)
+
+    return tf.map_fn(
+        decode_one,
+        tf.reshape(image_bytes, [-1]),
+        fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
+    )
+
+
+def preprocess_images(image_bytes: tf.Tensor, image_size: int, backbone: str) -> tf.Tensor:
+    pixels = decode_and_resize(image_bytes, image_size)
+    return get_backbone(backbone).preprocess_input(pixels)
+
+
+def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
+    """tf.Transform entry point; `custom_config` carries image_size and backbone."""
+    config = custom_config or {}
+    image_size = int(config.get("image_size", DEFAULT_IMAGE_SIZE))
+    backbone = config.get("backbone", DEFAULT_BACKBONE)
+    return {
+        features.TRANSFORMED_IMAGE_KEY: preprocess_images(
+            inputs[features.IMAGE_KEY], image_size, backbone
+        ),
+        features.LABEL_KEY: tf.reshape(inputs[features.LABEL_KEY], [-1]),
+    }

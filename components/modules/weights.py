@@ -1,0 +1,135 @@
+"""Resolve which backbone weights a run uses, and load them.
+
+Resolution happens before the pipeline is compiled, so the resolved file and its
+SHA-256 are part of the Trainer's cache key: putting the ImageNet file in place after
+a run without it retrains instead of reusing the model trained on random weights.
+The Trainer then loads exactly the resolved file and checks its hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+import tf_keras
+
+from components.modules.backbones import Backbone
+
+IMAGENET = "imagenet"
+RANDOM = "random"
+
+_BANNER = "!" * 78
+
+
+class WeightsError(RuntimeError):
+    """The requested backbone weights cannot be used; the message says how to fix it."""
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def keras_cache_path(backbone: Backbone) -> str:
+    """Where Keras' get_file caches the ImageNet file (honours $KERAS_HOME)."""
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return os.path.join(keras_home, "models", backbone.imagenet_file)
+
+
+def _fetch_imagenet(backbone: Backbone) -> str:
+    """Keras' standard cache-then-download; raises WeightsError with where to put the file."""
+    try:
+        return tf_keras.utils.get_file(
+            backbone.imagenet_file,
+            backbone.imagenet_origin,
+            cache_subdir="models",
+            file_hash=backbone.imagenet_md5,
+        )
+    except Exception as exc:  # get_file raises bare Exception on network failures
+        raise WeightsError(
+            f"ImageNet weights for {backbone.name} are not in Keras' cache and could not be "
+            f"downloaded ({type(exc).__name__}: {exc}).\n"
+            f"Fix: copy {backbone.imagenet_file} (from {backbone.imagenet_origin}) to "
+            f"{keras_cache_path(backbone)}, or pass BACKBONE_WEIGHTS=/path/to/that/file."
+        ) from exc
+
+
+def resolve_weights(spec: str, backbone: Backbone, allow_random_fallback: bool = False) -> dict:
+    """Turn BACKBONE_WEIGHTS (imagenet | a file path | random) into a record of what is used.
+
+    The record (source, path, sha256, pretrained, warning) travels to the Trainer and
+    into the exported model's metadata.
+    """
+    if spec == RANDOM:
+        return _random_record(backbone, "BACKBONE_WEIGHTS=random was requested.")
+    if spec == IMAGENET:
+        try:
+            path = _fetch_imagenet(backbone)
+        except WeightsError as exc:
+            if not allow_random_fallback:
+                raise
+            return _random_record(backbone, str(exc))
+        source = IMAGENET
+    else:
+        path = os.path.abspath(os.path.expanduser(spec))
+        if not os.path.isfile(path):
+            raise WeightsError(
+                f"BACKBONE_WEIGHTS={spec!r}: no such file ({path}). Pass 'imagenet', 'random' "
+                f"or the path of a Keras weights file for {backbone.name} without its top."
+            )
+        source = "file"
+    return {
+        "backbone": backbone.name,
+        "source": source,
+        "path": path,
+        "sha256": sha256_of(path),
+        "pretrained": True,
+        "warning": "",
+    }
+
+
+def _random_record(backbone: Backbone, reason: str) -> dict:
+    warning = (
+        f"NOT TRANSFER LEARNING: the {backbone.name} backbone has RANDOM weights. {reason} "
+        "Accuracy of this model says nothing about a pretrained one."
+    )
+    log_loud_warning(warning)
+    return {
+        "backbone": backbone.name,
+        "source": RANDOM,
+        "path": "",
+        "sha256": "",
+        "pretrained": False,
+        "warning": warning,
+    }
+
+
+def log_loud_warning(message: str) -> None:
+    logging.warning("\n%s\n%s\n%s", _BANNER, message, _BANNER)
+
+
+def load_backbone_weights(model: tf_keras.Model, record: dict) -> None:
+    """Load the resolved file into `model`, checking it is the file that was resolved."""
+    if not record["pretrained"]:
+        log_loud_warning(record["warning"])
+        return
+    path = record["path"]
+    if not os.path.isfile(path):
+        raise WeightsError(f"Backbone weights file {path} disappeared after it was resolved.")
+    actual = sha256_of(path)
+    if actual != record["sha256"]:
+        raise WeightsError(
+            f"Backbone weights file {path} changed since the pipeline was compiled "
+            f"(sha256 {actual} != {record['sha256']}); re-run the pipeline."
+        )
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError) as exc:
+        raise WeightsError(
+            f"{path} does not hold weights for {record['backbone']} without its top "
+            f"(include_top=False): {exc}"
+        ) from exc
