@@ -102,9 +102,7 @@ def _is_hidden(name: str) -> bool:
 
 
 def _subdirs(path: str) -> list[str]:
-    return sorted(
-        e.name for e in os.scandir(path) if e.is_dir() and not _is_hidden(e.name)
-    )
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not _is_hidden(e.name))
 
 
 def _walk_files(root: str) -> Iterator[str]:
@@ -134,7 +132,10 @@ def discover(images_dir: str, eval_fraction: float) -> tuple[str, list[str], lis
                 f"{', '.join(n + '/' for n in EVAL_DIR_NAMES)} with the same class folders, "
                 "or put the class folders directly in the image folder to split automatically."
             )
-        split_roots = {TRAIN: os.path.join(images_dir, "train"), EVAL: os.path.join(images_dir, eval_dir)}
+        split_roots = {
+            TRAIN: os.path.join(images_dir, "train"),
+            EVAL: os.path.join(images_dir, eval_dir),
+        }
         class_names = _subdirs(split_roots[TRAIN])
         files = []
         for split, root in split_roots.items():
@@ -160,12 +161,14 @@ def discover(images_dir: str, eval_fraction: float) -> tuple[str, list[str], lis
             rels = [os.path.relpath(p, images_dir) for p in paths]
             # Sort by a hash of the path: which files go to eval does not depend on the
             # order the file system lists them, and adding files moves few others.
-            by_hash = sorted(zip(rels, paths), key=lambda rp: (_split_fraction(rp[0]), rp[0]))
+            by_hash = sorted(
+                zip(rels, paths, strict=False), key=lambda rp: (_split_fraction(rp[0]), rp[0])
+            )
             n_eval = round(len(by_hash) * eval_fraction)
             if len(by_hash) >= 2:
                 n_eval = min(max(n_eval, 1), len(by_hash) - 1)
             eval_rels = {rel for rel, _ in by_hash[:n_eval]}
-            for rel, path in zip(rels, paths):
+            for rel, path in zip(rels, paths, strict=False):
                 files.append(SourceFile(EVAL if rel in eval_rels else TRAIN, class_name, path, rel))
     if not class_names:
         loose = [e.name for e in os.scandir(images_dir) if e.is_file()]
@@ -296,13 +299,21 @@ def ingest(
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         results = pool.map(_decode, files)
         for source, result in tqdm(
-            zip(files, results), total=len(files), desc="ingest", unit="file",
-            disable=not progress, file=sys.stderr,
+            zip(files, results, strict=False),
+            total=len(files),
+            desc="ingest",
+            unit="file",
+            disable=not progress,
+            file=sys.stderr,
         ):
             if isinstance(result, str):
                 skipped.append(
-                    {"path": source.relpath, "split": source.split,
-                     "class": source.class_name, "reason": result}
+                    {
+                        "path": source.relpath,
+                        "split": source.split,
+                        "class": source.class_name,
+                        "reason": result,
+                    }
                 )
                 continue
             example = _to_example(result, label_of[source.class_name])
@@ -333,7 +344,9 @@ def ingest(
     ]
 
     tfrecord_dir = os.path.join(output_dir, TFRECORD_DIR)
-    shards = {split: _write_shards(os.path.join(tfrecord_dir, split), valid[split]) for split in SPLITS}
+    shards = {
+        split: _write_shards(os.path.join(tfrecord_dir, split), valid[split]) for split in SPLITS
+    }
     labels_path = os.path.join(output_dir, LABELS_FILE)
     _write_if_changed(labels_path, "".join(f"{name}\n" for name in class_names).encode())
     report = {
@@ -349,7 +362,9 @@ def ingest(
         },
         "skipped": skipped,
         "warnings": warnings,
-        "tfrecords": {split: [f"{TFRECORD_DIR}/{split}/{n}" for n in shards[split]] for split in SPLITS},
+        "tfrecords": {
+            split: [f"{TFRECORD_DIR}/{split}/{n}" for n in shards[split]] for split in SPLITS
+        },
     }
     report_path = os.path.join(output_dir, REPORT_FILE)
     _write_if_changed(report_path, (json.dumps(report, indent=2) + "\n").encode())
@@ -375,8 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("images_dir", help="<dir>/<class>/* or <dir>/{train,test}/<class>/*")
     parser.add_argument("output_dir", help="where tfrecords/, labels.txt and the report go")
-    parser.add_argument("--eval-fraction", type=float, default=0.2,
-                        help="share of each class held out when there is no test/ folder")
+    parser.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.2,
+        help="share of each class held out when there is no test/ folder",
+    )
     parser.add_argument("--workers", type=int, default=None, help="decode threads")
     args = parser.parse_args(argv)
     try:

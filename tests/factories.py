@@ -10,13 +10,12 @@ import os
 import tempfile
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from PIL import Image
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_transform.tf_metadata import dataset_metadata
 from tfx.utils import io_utils
-from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components.modules import features, preprocessing
 
@@ -40,8 +39,9 @@ def encode(pixels: np.ndarray, image_format: str = "jpeg") -> bytes:
     return buffer.getvalue()
 
 
-def image_bytes(height: int = 48, width: int = 40, image_format: str = "jpeg", seed: int = 0,
-                color=None) -> bytes:
+def image_bytes(
+    height: int = 48, width: int = 40, image_format: str = "jpeg", seed: int = 0, color=None
+) -> bytes:
     return encode(image_array(height, width, seed, color), image_format)
 
 
@@ -65,8 +65,14 @@ def build_transform_output(
     return tft.TFTransformOutput(output_dir)
 
 
-def raw_row(encoded: bytes, label: int = 0, label_text: str = "a", image_format: str = "jpeg",
-            height: int = 1, width: int = 1) -> dict:
+def raw_row(
+    encoded: bytes,
+    label: int = 0,
+    label_text: str = "a",
+    image_format: str = "jpeg",
+    height: int = 1,
+    width: int = 1,
+) -> dict:
     return {
         features.IMAGE_KEY: encoded,
         features.IMAGE_FORMAT_KEY: image_format.encode(),
@@ -76,7 +82,6 @@ def raw_row(encoded: bytes, label: int = 0, label_text: str = "a", image_format:
         features.LABEL_TEXT_KEY: label_text.encode(),
         features.SOURCE_PATH_KEY: b"x.jpg",
     }
-
 
 
 def export_test_model(

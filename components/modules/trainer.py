@@ -57,8 +57,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     def dataset(files, shuffle):
         return make_dataset(
-            files, fn_args.data_accessor, tf_transform_output,
-            config["batch_size"], shuffle, config["seed"],
+            files,
+            fn_args.data_accessor,
+            tf_transform_output,
+            config["batch_size"],
+            shuffle,
+            config["seed"],
         )
 
     train_dataset = dataset(fn_args.train_files, shuffle=True)

@@ -1,0 +1,60 @@
+# One entry point for people and CI. Every knob is a Make variable passed to the
+# pipeline as an environment variable of the same name (see pipeline/configs.py).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_VERSION := $(shell cat .python-version)
+VENV := .venv
+PY := $(VENV)/bin/python
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 1
+export PYTHONWARNINGS ?= ignore::FutureWarning
+
+# Pipeline knobs (empty = the default in pipeline/configs.py).
+IMAGES ?=
+OUTPUT ?= output
+export IMAGES OUTPUT IMAGE_SIZE EPOCHS BATCH_SIZE BACKBONE BACKBONE_WEIGHTS MODEL_NAME \
+	ACCURACY_THRESHOLD ACCURACY_MAX_DROP EVAL_FRACTION LEARNING_RATE DROPOUT SEED PIPELINE_NAME
+# Server knobs.
+PORT ?= 8501
+HOST ?= 127.0.0.1
+
+.PHONY: help setup run ingest serve predict test test-fast lint bench bench-serving clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+# uv comes from PyPI into the pinned interpreter; the venv is built from uv.lock only.
+$(VENV)/.synced: pyproject.toml uv.lock .python-version
+	@PY310="$$(pyenv prefix $(PYTHON_VERSION) 2>/dev/null)/bin/python$(basename $(PYTHON_VERSION))"; \
+	[ -x "$$PY310" ] || PY310="$$(command -v python$(basename $(PYTHON_VERSION)))"; \
+	[ -x "$$PY310" ] || { echo "Python $(PYTHON_VERSION) not found (pyenv install $(PYTHON_VERSION))"; exit 1; }; \
+	"$$PY310" -m uv --version >/dev/null 2>&1 || "$$PY310" -m pip install -q "uv==0.13.9"; \
+	"$$PY310" -m uv sync --frozen --python "$$PY310"
+	@touch $@
+
+setup: $(VENV)/.synced  ## build .venv from uv.lock (no-op when nothing changed)
+
+run: setup  ## the whole pipeline; IMAGES=<dir> for your folder, OUTPUT=<dir> for its outputs
+	$(PY) pipeline/local_runner.py
+
+ingest: setup  ## only ingest IMAGES into OUTPUT/data
+	$(PY) -m components.ingest "$(IMAGES)" "$(OUTPUT)/data" $(if $(EVAL_FRACTION),--eval-fraction $(EVAL_FRACTION))
+
+serve: setup  ## TF Serving REST API over OUTPUT/serving on PORT
+	$(PY) -m serving.server --model-base-path "$(OUTPUT)/serving" --host $(HOST) --port $(PORT)
+
+test: setup  ## the whole test suite, end-to-end runs included
+	$(PY) -m pytest -q
+
+test-fast: setup  ## the tests that take seconds (no end-to-end pipeline runs)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup  ## ruff
+	$(PY) -m ruff check .
+
+bench: setup  ## benchmarks; results in bench/results/
+	$(PY) -m bench.serving_bench
+
+clean:  ## remove outputs (keeps .venv)
+	rm -rf output .pytest_cache

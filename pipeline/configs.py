@@ -1,0 +1,104 @@
+"""Every knob of a run, with its default, in one dataclass.
+
+The Makefile and the `tfx` CLI pass knobs as environment variables named after the
+fields in upper case (IMAGE_SIZE=64, BACKBONE_WEIGHTS=/path/to/file.h5, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from components.modules.backbones import DEFAULT_BACKBONE
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMITTED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
+MODULES_DIR = os.path.join(REPO_ROOT, "components", "modules")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    # Input and output.
+    images: str = ""  # image folder; empty = generate the demo dataset under OUTPUT
+    output: str = "output"  # everything a run writes lives under here
+    eval_fraction: float = 0.2  # held-out share per class when the folder has no test/
+    demo_images_per_class: int = 100  # size of the generated demo dataset
+    # Names.
+    pipeline_name: str = "image-transfer"
+    model_name: str = "image_classifier"  # serving name: OUTPUT/serving/<model_name>/<version>
+    # Model and training.
+    image_size: int = 224
+    backbone: str = DEFAULT_BACKBONE
+    backbone_weights: str = "imagenet"  # imagenet | path to a Keras weights file | random
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    dropout: float = 0.2
+    seed: int = 42
+    # Evaluation and blessing.
+    accuracy_threshold: float = 0.6  # absolute: eval accuracy must reach this to be pushed
+    accuracy_max_drop: float = 0.01  # vs the last blessed model: may be at most this worse
+    # Orchestration.
+    schema: str = COMMITTED_SCHEMA  # a schema.pbtxt for ImportSchemaGen, or "infer" (SchemaGen)
+    enable_cache: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineConfig:
+        """Defaults overridden by upper-case environment variables; empty means default."""
+        env = os.environ if env is None else env
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(field.name.upper(), "").strip()
+            if raw:
+                values[field.name] = _parse(field, raw)
+        config = cls(**values)
+        return dataclasses.replace(config, output=os.path.abspath(config.output))
+
+    @property
+    def is_demo(self) -> bool:
+        return not self.images
+
+    @property
+    def data_dir(self) -> str:
+        return os.path.join(self.output, "data")
+
+    @property
+    def demo_images_dir(self) -> str:
+        return os.path.join(self.output, "demo_images")
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output, "pipeline_root")
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output, "metadata.sqlite")
+
+    @property
+    def serving_model_dir(self) -> str:
+        return os.path.join(self.output, "serving", self.model_name)
+
+    @property
+    def summary_path(self) -> str:
+        return os.path.join(self.output, "run_summary.json")
+
+
+def _parse(field: dataclasses.Field, raw: str):
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    try:
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ValueError(
+            f"{field.name.upper()}={raw!r} is not a valid {kind} (default: {field.default!r})."
+        ) from None
+    return raw

@@ -1,0 +1,63 @@
+"""Run the pipeline locally with TFX's BeamDagRunner and SQLite ML Metadata.
+
+`make run` runs this file, and it is the pipeline file for the `tfx` CLI:
+    tfx pipeline create --engine=beam --pipeline_path=pipeline/local_runner.py
+    tfx run create --engine=beam --pipeline_name=image-transfer
+Knobs come from environment variables (pipeline/configs.py).
+"""
+
+import os
+
+# Keras 2 (tf_keras) must be chosen before anything imports TensorFlow.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import logging as std_logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from absl import logging  # noqa: E402
+from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # noqa: E402
+
+from components.ingest import IngestError  # noqa: E402
+from components.modules.weights import WeightsError  # noqa: E402
+from pipeline.configs import PipelineConfig  # noqa: E402
+from pipeline.image_pipeline import create_pipeline  # noqa: E402
+from pipeline.inputs import prepare_inputs  # noqa: E402
+from pipeline.summary import report_run  # noqa: E402
+
+
+def _log_progress_only(record) -> bool:
+    """Console shows warnings and "node X is running/finished"; TFX's INFO logs dump
+    whole protos. VERBOSE=1 shows everything."""
+    message = str(record.msg)
+    return record.levelno >= logging.WARNING or (
+        message.startswith("node ") and message.endswith(("is running.", "is finished."))
+    )
+
+
+def main() -> int:
+    logging.set_verbosity(logging.INFO)
+    if os.environ.get("VERBOSE", "") in ("", "0"):
+        # Beam's import installs a root handler that prints absl's records too.
+        for handler in [*std_logging.getLogger().handlers, logging.get_absl_handler()]:
+            handler.addFilter(_log_progress_only)
+    started_at = time.time()
+    try:
+        config = PipelineConfig.from_env()
+        inputs = prepare_inputs(config)
+    except (IngestError, WeightsError, ValueError) as exc:
+        print(f"\nERROR: {exc}", file=sys.stderr)
+        return 2
+    BeamDagRunner().run(
+        create_pipeline(
+            config,
+            inputs.ingest.tfrecord_dir,
+            inputs.ingest.class_names,
+            inputs.weights_record,
+        )
+    )
+    return report_run(config, inputs, started_at)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

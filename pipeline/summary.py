@@ -1,0 +1,192 @@
+"""Read what a run did back from ML Metadata and report it.
+
+Per component: state (COMPLETE / CACHED / FAILED) and wall time; the eval split's
+metrics and whether the model was blessed; the pushed version's path; the ingest
+counts; which backbone weights were used (loudly, when they were random). Printed and
+written to OUTPUT/run_summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+
+import tensorflow_model_analysis as tfma
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from components.eval_config import ACCURACY_METRIC
+from components.modules import export
+from components.modules.weights import log_loud_warning
+from pipeline.configs import PipelineConfig
+from pipeline.inputs import PreparedInputs
+
+EXIT_NOT_PUSHED = 3
+_STATE = metadata_store_pb2.Execution.State
+
+
+def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
+    return metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+    )
+
+
+def latest_run(store: metadata_store.MetadataStore, pipeline_name: str):
+    """The newest pipeline_run context of this pipeline, or None."""
+    runs = [
+        c
+        for c in store.get_contexts_by_type("pipeline_run")
+        if any(p.name == pipeline_name for p in store.get_parent_contexts_by_context(c.id))
+    ]
+    return max(runs, key=lambda c: c.create_time_since_epoch, default=None)
+
+
+def component_executions(store: metadata_store.MetadataStore, run_context) -> dict:
+    """node id -> {state, seconds, outputs: {artifact type name: [artifacts]}}."""
+    node_type = store.get_context_type("node").id
+    executions = store.get_executions_by_context(run_context.id)
+    events = store.get_events_by_execution_ids([e.id for e in executions])
+    outputs: dict[int, list[int]] = {}
+    for event in events:
+        if event.type in (
+            metadata_store_pb2.Event.OUTPUT,
+            metadata_store_pb2.Event.DECLARED_OUTPUT,
+        ):
+            outputs.setdefault(event.execution_id, []).append(event.artifact_id)
+    artifact_ids = sorted({a for ids in outputs.values() for a in ids})
+    artifacts = {a.id: a for a in store.get_artifacts_by_id(artifact_ids)}
+    type_names = {t.id: t.name for t in store.get_artifact_types()}
+    result = {}
+    for execution in sorted(executions, key=lambda e: e.create_time_since_epoch):
+        nodes = [c for c in store.get_contexts_by_execution(execution.id) if c.type_id == node_type]
+        node_id = nodes[0].name.split(".", 1)[-1] if nodes else str(execution.id)
+        by_type: dict[str, list] = {}
+        for artifact_id in outputs.get(execution.id, []):
+            artifact = artifacts[artifact_id]
+            by_type.setdefault(type_names[artifact.type_id], []).append(artifact)
+        result[node_id] = {
+            "state": _STATE.Name(execution.last_known_state),
+            "seconds": round(
+                (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000,
+                1,
+            ),
+            "outputs": by_type,
+        }
+    return result
+
+
+def _custom(artifact, key: str):
+    value = artifact.custom_properties.get(key)
+    if value is None:
+        return None
+    return value.string_value or value.int_value
+
+
+def eval_metrics(evaluation_uri: str) -> dict:
+    """Overall metrics of the eval split: {name: value}, e.g. auc_macro, recall_class_1."""
+    metrics = {}
+    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
+        if metrics_for_slice.slice_key.single_slice_keys:
+            continue  # a per-class slice, not the overall one
+        for entry in metrics_for_slice.metric_keys_and_values:
+            key = entry.key
+            name = key.name
+            if key.sub_key.HasField("class_id"):
+                name += f"_class_{key.sub_key.class_id.value}"
+            if key.aggregation_type.macro_average:
+                name += "_macro"
+            if key.is_diff:
+                name += "_diff_vs_baseline"
+            if entry.value.HasField("double_value"):
+                metrics[name] = entry.value.double_value.value
+    return metrics
+
+
+def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float) -> int:
+    store = _store(config)
+    run = latest_run(store, config.pipeline_name)
+    if run is None or run.create_time_since_epoch < started_at * 1000 - 1000:
+        print("Pipeline compiled; no run was started by this process (tfx pipeline create).")
+        return 0
+    components = component_executions(store, run)
+    summary = {
+        "pipeline_run": run.name,
+        "output": config.output,
+        "images_dir": inputs.images_dir,
+        "demo_dataset": config.is_demo,
+        "ingest": {
+            "report": inputs.ingest.report_path,
+            "counts": inputs.ingest.counts,
+            "skipped": len(inputs.ingest.skipped),
+        },
+        "backbone_weights": inputs.weights_record,
+        "components": {
+            node: {"state": c["state"], "seconds": c["seconds"]} for node, c in components.items()
+        },
+        "wall_seconds": round(time.time() - started_at, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+    evaluator = components.get("Evaluator", {}).get("outputs", {})
+    if evaluator.get("ModelEvaluation"):
+        summary["eval_metrics"] = eval_metrics(evaluator["ModelEvaluation"][0].uri)
+    if evaluator.get("ModelBlessing"):
+        summary["blessed"] = bool(_custom(evaluator["ModelBlessing"][0], "blessed"))
+    pushed = components.get("Pusher", {}).get("outputs", {}).get("PushedModel")
+    summary["pushed"] = bool(pushed and _custom(pushed[0], "pushed"))
+    summary["pushed_path"] = _custom(pushed[0], "pushed_destination") if summary["pushed"] else None
+    trained = components.get("Trainer", {}).get("outputs", {}).get("Model")
+    if trained:
+        serving_dir = os.path.join(trained[0].uri, "Format-Serving")
+        summary["model_metadata_backbone_weights"] = export.read_training_metadata(serving_dir).get(
+            "backbone_weights"
+        )
+    with open(config.summary_path, "w") as f:
+        json.dump(summary, f, indent=2, sort_keys=True)
+    print(format_summary(summary, config))
+    if not inputs.weights_record["pretrained"]:
+        log_loud_warning(inputs.weights_record["warning"])
+    return 0 if summary["pushed"] else EXIT_NOT_PUSHED
+
+
+def format_summary(summary: dict, config: PipelineConfig) -> str:
+    lines = ["", "=" * 78, f"Run {summary['pipeline_run']}  (summary: {config.summary_path})"]
+    lines.append(f"{'component':32s} {'state':10s} {'seconds':>8s}")
+    for node, c in summary["components"].items():
+        lines.append(f"{node:32s} {c['state']:10s} {c['seconds']:8.1f}")
+    lines.append(f"wall {summary['wall_seconds']:.0f} s, peak RSS {summary['peak_rss_mb']} MB")
+    counts = summary["ingest"]["counts"]
+    lines.append(
+        "ingest: "
+        + "; ".join(
+            f"{split} {sum(c.values())} ({', '.join(f'{k}={v}' for k, v in c.items())})"
+            for split, c in counts.items()
+        )
+        + f"; skipped {summary['ingest']['skipped']} (see {summary['ingest']['report']})"
+    )
+    weights = summary["backbone_weights"]
+    if weights["pretrained"]:
+        lines.append(
+            f"backbone: {weights['backbone']} {weights['source']} weights "
+            f"{weights['path']} (sha256 {weights['sha256'][:16]}...)"
+        )
+    else:
+        lines.append(f"backbone: {weights['backbone']} RANDOM WEIGHTS - NOT TRANSFER LEARNING")
+    metrics = summary.get("eval_metrics", {})
+    if metrics:
+        shown = {k: v for k, v in metrics.items() if "_class_" not in k}
+        lines.append("eval split: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
+        lines.append(
+            f"eval accuracy: {metrics.get(ACCURACY_METRIC, float('nan')):.4f} "
+            f"(threshold {config.accuracy_threshold}, max drop vs last blessed "
+            f"{config.accuracy_max_drop})"
+        )
+    lines.append(f"blessed: {summary.get('blessed')}")
+    if summary["pushed"]:
+        lines.append(f"PUSHED MODEL: {summary['pushed_path']}")
+    else:
+        lines.append("NOT PUSHED: the model did not pass the Evaluator's thresholds.")
+    lines.append("=" * 78)
+    return "\n".join(lines)

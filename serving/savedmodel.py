@@ -1,0 +1,167 @@
+"""One loaded SavedModel version: its signatures as TF Serving sees them, and a way to run them.
+
+The signature metadata (dtypes, shapes, method names) comes from the MetaGraphDef in
+saved_model.pb, the same record TF Serving reads: the loaded object does not keep method names,
+and `classify` is only a classification signature because of its method name. Execution goes
+through `tf.saved_model.load(...).signatures`, so nothing of the training code is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from serving import errors
+
+SERVE_TAG = "serve"
+DEFAULT_SIGNATURE = "serving_default"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+CLASSIFY_INPUTS = "inputs"
+CLASSIFY_CLASSES = "classes"
+CLASSIFY_SCORES = "scores"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A signature's input or output: dtype name as TF Serving prints it, shape with -1 for
+    unknown dimensions, None for unknown rank."""
+
+    dtype: str
+    shape: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    method_name: str
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+
+
+def _spec(info: meta_graph_pb2.TensorInfo) -> TensorSpec:
+    shape = None
+    if not info.tensor_shape.unknown_rank:
+        shape = tuple(int(d.size) for d in info.tensor_shape.dim)
+    return TensorSpec(types_pb2.DataType.Name(info.dtype), shape)
+
+
+def read_meta_graph(export_dir: str) -> meta_graph_pb2.MetaGraphDef:
+    """The MetaGraphDef tagged 'serve' from saved_model.pb (or .pbtxt), as TF Serving picks it."""
+    saved_model = saved_model_pb2.SavedModel()
+    binary_path = os.path.join(export_dir, "saved_model.pb")
+    text_path = os.path.join(export_dir, "saved_model.pbtxt")
+    if os.path.isfile(binary_path):
+        with open(binary_path, "rb") as f:
+            saved_model.ParseFromString(f.read())
+    elif os.path.isfile(text_path):
+        with open(text_path) as f:
+            text_format.Parse(f.read(), saved_model)
+    else:
+        raise errors.not_found(f"SavedModel not found in export directory: {export_dir}")
+    for meta_graph in saved_model.meta_graphs:
+        if SERVE_TAG in meta_graph.meta_info_def.tags:
+            return meta_graph
+    raise errors.not_found(f"No MetaGraphDef tagged '{SERVE_TAG}' in {export_dir}")
+
+
+class Servable:
+    """A loaded version. Thread-safe: signature functions may run concurrently."""
+
+    def __init__(self, name: str, version: int, export_dir: str):
+        self.name = name
+        self.version = version
+        self.export_dir = export_dir
+        self.meta_graph = read_meta_graph(export_dir)
+        self.signatures = {
+            key: Signature(
+                key,
+                sig.method_name,
+                {k: _spec(v) for k, v in sig.inputs.items()},
+                {k: _spec(v) for k, v in sig.outputs.items()},
+            )
+            for key, sig in self.meta_graph.signature_def.items()
+        }
+        self._loaded = tf.saved_model.load(export_dir, tags=[SERVE_TAG])
+        self._functions = dict(self._loaded.signatures)
+
+    def __repr__(self) -> str:
+        return f"Servable({self.name!r}, {self.version})"
+
+    def signature(self, name: str) -> Signature:
+        """The signature for Predict; TF Serving's message when it is missing."""
+        name = name or DEFAULT_SIGNATURE
+        if name not in self.signatures:
+            raise errors.invalid_argument(
+                f'Serving signature name: "{name}" not found in signature def'
+            )
+        return self.signatures[name]
+
+    def classify_signature(self, name: str) -> Signature:
+        """The signature for Classify, checked as TF Serving's classifier checks it."""
+        name = name or DEFAULT_SIGNATURE
+        signature = self.signatures.get(name)
+        if signature is None:
+            raise errors.invalid_argument(f"No signature was found with the name: {name}")
+        if signature.method_name != CLASSIFY_METHOD:
+            raise errors.invalid_argument(
+                f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
+                f"Was: {signature.method_name}"
+            )
+        if len(signature.inputs) != 1:
+            raise errors.invalid_argument("Expected one input Tensor.")
+        if CLASSIFY_INPUTS not in signature.inputs:
+            raise errors.ServingError(
+                errors.Code.FAILED_PRECONDITION,
+                f"No classification inputs found in SignatureDef: {name}",
+            )
+        if not {CLASSIFY_CLASSES, CLASSIFY_SCORES} & set(signature.outputs):
+            raise errors.ServingError(
+                errors.Code.FAILED_PRECONDITION,
+                "Expected classification signature outputs to contain at least one of "
+                f'"{CLASSIFY_CLASSES}" or "{CLASSIFY_SCORES}". Signature was: {name}',
+            )
+        return signature
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one signature on numpy inputs (blocking; TensorFlow releases the GIL)."""
+        signature = self.signature(signature_name)
+        function = self._functions.get(signature.name)
+        if function is None:
+            raise errors.invalid_argument(f"Signature {signature.name} cannot be run")
+        tensors = {}
+        for key, spec in signature.inputs.items():
+            if key not in inputs:
+                raise errors.invalid_argument(f"Missing input {key} for signature {signature.name}")
+            _check_shape(key, inputs[key].shape, spec)
+            tensors[key] = tf.convert_to_tensor(inputs[key], dtype=tf.as_dtype(_dtype(spec)))
+        try:
+            outputs = function(**tensors)
+        except Exception as exc:  # tf.errors.* keep their code (a bad JPEG is INVALID_ARGUMENT)
+            raise errors.from_exception(exc) from exc
+        return {key: value.numpy() for key, value in outputs.items()}
+
+
+def _dtype(spec: TensorSpec) -> int:
+    return types_pb2.DataType.Value(spec.dtype)
+
+
+def _check_shape(key: str, shape: tuple[int, ...], spec: TensorSpec) -> None:
+    # A tf.function rejects a mismatched shape with a Python TypeError; say it as TF Serving
+    # does, as an invalid argument naming the input.
+    if spec.shape is None:
+        return
+    compatible = len(shape) == len(spec.shape) and all(
+        want < 0 or want == got for want, got in zip(spec.shape, shape, strict=True)
+    )
+    if not compatible:
+        raise errors.invalid_argument(
+            f"Input {key} has shape [{','.join(map(str, shape))}] but the signature expects "
+            f"[{','.join(map(str, spec.shape))}] (-1: any size)"
+        )

@@ -1,0 +1,163 @@
+"""Shared pieces of the serving tests: exported models, a live server process, the target.
+
+The serving test modules load this file as a pytest plugin (`pytest_plugins`), so its session
+fixtures exist once per run: one export per model variant, one server for the conformance
+suite. With TF_SERVING_URL set, the suite targets that endpoint instead (e.g. a real TF
+Serving started from serving/docker-compose.yml) and skips what needs this server's files or
+options.
+
+Test modules also import its helpers by name, which happens before pytest loads it as a
+plugin; PYTEST_DONT_REWRITE tells pytest not to expect to rewrite its asserts (it has none).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL_NAME = os.environ.get("TF_SERVING_MODEL", "image_classifier")
+CLASS_NAMES = ("hot_dog", "not_hot_dog")
+V2_CLASS_NAMES = ("hot_dog_v2", "not_hot_dog_v2")  # version 2 tells itself apart by its answers
+LABEL = "stable"  # the local server labels version 1 so
+MAX_BODY_BYTES = 2_000_000
+MAX_INSTANCES = 64
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class Target:
+    """Where the suite sends requests, and what it may assume about it."""
+
+    url: str
+    model: str
+    local: bool  # our server: its files and options are known
+    label: str | None  # a label that names an AVAILABLE version, if any
+    version: int | None  # a version that is AVAILABLE, if known
+    server: ServerProcess | None = None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def push_version(export_dir: str, model_dir: str, version: int) -> str:
+    """Copy an export into <model_dir>/<version> the way TFX's Pusher does: straight into the
+    final directory, saved_model.pb last. The server must cope with seeing it half-written."""
+    destination = os.path.join(model_dir, str(version))
+    shutil.copytree(export_dir, destination, ignore=shutil.ignore_patterns("saved_model.pb"))
+    shutil.copy(os.path.join(export_dir, "saved_model.pb"), destination)
+    return destination
+
+
+class ServerProcess:
+    """`python -m serving.server` on a free loopback port, stopped by its own pid."""
+
+    def __init__(self, base_path: str, log_path: str, *extra_args: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        command = [
+            sys.executable, "-m", "serving.server",
+            "--model-base-path", base_path,
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--poll-seconds", str(POLL_SECONDS),
+            *extra_args,
+        ]  # fmt: skip
+        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log_tail(self, chars: int = 4000) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-chars:]
+
+    def wait_available(self, model: str, timeout: float = 120.0) -> None:
+        """Until the model has an AVAILABLE version (the server loads before it listens)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited ({self.process.returncode}):\n{self.log_tail()}")
+            try:
+                answer = httpx.get(f"{self.url}/v1/models/{model}", timeout=5).json()
+                states = [v["state"] for v in answer.get("model_version_status", [])]
+                if "AVAILABLE" in states:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{model} not AVAILABLE after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+def image(seed: int = 0, image_format: str = "jpeg", size: int = 40) -> bytes:
+    from tests import factories
+
+    return factories.image_bytes(size, size, image_format=image_format, seed=seed)
+
+
+def export(tmp_path_factory: pytest.TempPathFactory, name: str, class_names: tuple) -> str:
+    from tests import factories
+
+    scratch = tmp_path_factory.mktemp(name)
+    return factories.export_test_model(
+        str(scratch / "export"), class_names=class_names, image_size=32, backbone="mobilenet_v2"
+    )
+
+
+@pytest.fixture(scope="session")
+def serving_export_v1(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real export (the project's export code) answering with CLASS_NAMES."""
+    return export(tmp_path_factory, "export_v1", CLASS_NAMES)
+
+
+@pytest.fixture(scope="session")
+def serving_export_v2(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same model answering with V2_CLASS_NAMES, to see which version answered."""
+    return export(tmp_path_factory, "export_v2", V2_CLASS_NAMES)
+
+
+@pytest.fixture(scope="session")
+def serving_target(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Target:
+    """TF_SERVING_URL if set, else our server over a fresh copy of the export as version 1."""
+    url = os.environ.get("TF_SERVING_URL")
+    if url:
+        label = os.environ.get("TF_SERVING_LABEL") or None
+        return Target(url.rstrip("/"), MODEL_NAME, local=False, label=label, version=None)
+    exported = request.getfixturevalue("serving_export_v1")
+    base = tmp_path_factory.mktemp("serving")
+    push_version(exported, str(base / MODEL_NAME), 1)
+    server = ServerProcess(
+        str(base),
+        str(base.parent / "conformance-server.log"),
+        "--version-labels", f"{MODEL_NAME}:{LABEL}=1",
+        "--max-body-bytes", str(MAX_BODY_BYTES),
+        "--max-instances", str(MAX_INSTANCES),
+    )  # fmt: skip
+    request.addfinalizer(server.stop)
+    server.wait_available(MODEL_NAME)
+    return Target(server.url, MODEL_NAME, local=True, label=LABEL, version=1, server=server)

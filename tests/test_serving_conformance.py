@@ -1,0 +1,412 @@
+"""Conformance of the model server with TF Serving's REST API, end to end over real HTTP.
+
+The cases come from TF Serving's api_rest.md and its REST handler's behaviour
+(http_rest_api_handler.cc, json_tensor.cc, http_server.cc's status -> HTTP map): the success
+shapes of every API, and malformed requests each answered with the right HTTP status and a
+JSON {"error": ...}, after which the server still answers.
+
+Runs against `python -m serving.server` on a loopback port, or, with TF_SERVING_URL (and
+TF_SERVING_MODEL) set, against any TF Serving serving the project's export; cases that depend
+on this server's own options are skipped there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import httpx
+import pytest
+
+from serving.client import ServingClient, b64
+from tests.serving_helpers import CLASS_NAMES, MAX_BODY_BYTES, MAX_INSTANCES, Target, image
+
+pytest_plugins = ["tests.serving_helpers"]
+
+
+@pytest.fixture(scope="module")
+def target(serving_target: Target) -> Target:
+    return serving_target
+
+
+@pytest.fixture(scope="module")
+def client(target: Target):
+    with ServingClient(target.url, target.model, timeout=60) as api:
+        yield api
+
+
+def local_only(target: Target) -> None:
+    if not target.local:
+        pytest.skip("depends on this server's options or files")
+
+
+def assert_json(response: httpx.Response) -> dict:
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    return response.json()
+
+
+def assert_error(response: httpx.Response, status: int, fragment: str = "") -> str:
+    body = assert_json(response)
+    assert response.status_code == status, (response.status_code, body)
+    assert isinstance(body.get("error"), str) and body["error"], body
+    assert fragment in body["error"], body["error"]
+    return body["error"]
+
+
+def post(client: ServingClient, suffix: str, body: bytes | str | dict) -> httpx.Response:
+    content = json.dumps(body) if isinstance(body, dict) else body
+    return client.send("POST", f"/v1/models/{client.model}{suffix}", content=content)
+
+
+def check_prediction(prediction: dict, local: bool) -> None:
+    assert set(prediction) == {"probabilities", "class_index", "class_name"}
+    probabilities = prediction["probabilities"]
+    assert len(probabilities) >= 2
+    assert math.isclose(sum(probabilities), 1.0, abs_tol=1e-4)
+    best = max(range(len(probabilities)), key=probabilities.__getitem__)
+    assert prediction["class_index"] == best
+    if local:
+        assert prediction["class_name"] == CLASS_NAMES[prediction["class_index"]]
+
+
+# ---- status and metadata ----
+
+
+def test_status_lists_an_available_version(client: ServingClient, target: Target) -> None:
+    response = client.send("GET", f"/v1/models/{target.model}")
+    body = assert_json(response)
+    assert response.status_code == 200
+    versions = body["model_version_status"]
+    available = [v for v in versions if v["state"] == "AVAILABLE"]
+    assert available, versions
+    entry = available[0]
+    assert set(entry) == {"version", "state", "status"}
+    assert isinstance(entry["version"], str) and entry["version"].isdigit()  # int64 as a string
+    assert entry["status"] == {"error_code": "OK", "error_message": ""}
+
+
+def test_status_of_one_version(client: ServingClient, target: Target) -> None:
+    version = target.version or int(client.status()["model_version_status"][0]["version"])
+    response = client.send("GET", f"/v1/models/{target.model}/versions/{version}")
+    body = assert_json(response)
+    assert response.status_code == 200
+    assert [v["version"] for v in body["model_version_status"]] == [str(version)]
+
+
+def test_status_and_predict_by_label(client: ServingClient, target: Target) -> None:
+    if target.label is None:
+        pytest.skip("no version label configured (TF_SERVING_LABEL)")
+    labelled = ServingClient(target.url, target.model, label=target.label)
+    assert labelled.status()["model_version_status"][0]["state"] == "AVAILABLE"
+    check_prediction(labelled.predict(instances=[b64(image())])["predictions"][0], target.local)
+
+
+def test_metadata_describes_the_signatures(client: ServingClient, target: Target) -> None:
+    response = client.send("GET", f"/v1/models/{target.model}/metadata")
+    body = assert_json(response)
+    assert response.status_code == 200
+    assert body["model_spec"]["name"] == target.model
+    assert body["model_spec"]["version"].isdigit()
+    signatures = body["metadata"]["signature_def"]["signature_def"]
+    default = signatures["serving_default"]
+    assert default["method_name"] == "tensorflow/serving/predict"
+    assert default["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
+    assert default["inputs"]["image_bytes"]["tensor_shape"]["dim"][0]["size"] == "-1"
+    assert default["outputs"]["probabilities"]["dtype"] == "DT_FLOAT"
+    assert default["outputs"]["class_index"]["dtype"] == "DT_INT64"
+    assert default["outputs"]["class_name"]["dtype"] == "DT_STRING"
+    assert signatures["serving_tf_example"]["inputs"]["examples"]["dtype"] == "DT_STRING"
+    classify = signatures["classify"]
+    assert classify["method_name"] == "tensorflow/serving/classify"
+    assert set(classify["outputs"]) == {"classes", "scores"}
+
+
+def test_metadata_of_one_version(client: ServingClient, target: Target) -> None:
+    version = target.version or int(client.metadata()["model_spec"]["version"])
+    response = client.send("GET", f"/v1/models/{target.model}/versions/{version}/metadata")
+    assert assert_json(response)["model_spec"]["version"] == str(version)
+
+
+# ---- predict ----
+
+
+def test_predict_row_format_b64(client: ServingClient, target: Target) -> None:
+    answer = client.predict(instances=[b64(image(seed=1)), b64(image(seed=2))])
+    assert set(answer) == {"predictions"}
+    assert len(answer["predictions"]) == 2
+    for prediction in answer["predictions"]:
+        check_prediction(prediction, target.local)
+
+
+def test_predict_row_format_named_input(client: ServingClient, target: Target) -> None:
+    answer = client.predict(instances=[{"image_bytes": b64(image(seed=3))}])
+    check_prediction(answer["predictions"][0], target.local)
+
+
+def test_predict_columnar_format(client: ServingClient, target: Target) -> None:
+    images = [b64(image(seed=4)), b64(image(seed=5))]
+    named = client.predict(inputs={"image_bytes": images})
+    plain = client.predict(inputs=images)
+    assert named == plain
+    outputs = named["outputs"]
+    assert set(outputs) == {"probabilities", "class_index", "class_name"}
+    assert len(outputs["probabilities"]) == len(outputs["class_index"]) == 2
+    rows = client.predict(instances=images)["predictions"]
+    for i, row in enumerate(rows):
+        assert row["class_name"] == outputs["class_name"][i]
+        assert row["probabilities"] == pytest.approx(outputs["probabilities"][i], abs=1e-6)
+
+
+def test_predict_with_signature_and_version(client: ServingClient, target: Target) -> None:
+    by_name = client.predict(instances=[b64(image(seed=6))], signature_name="serving_default")
+    assert by_name == client.predict(instances=[b64(image(seed=6))])
+    version = target.version or int(client.metadata()["model_spec"]["version"])
+    pinned = ServingClient(target.url, target.model, version=version)
+    assert pinned.predict(instances=[b64(image(seed=6))]) == by_name
+
+
+@pytest.mark.parametrize("image_format", ["jpeg", "png", "gif", "bmp"])
+def test_predict_every_supported_format(client: ServingClient, target: Target, image_format):
+    answer = client.predict(instances=[b64(image(seed=7, image_format=image_format))])
+    check_prediction(answer["predictions"][0], target.local)
+
+
+def test_predict_tf_example_signature(client: ServingClient, target: Target) -> None:
+    import tensorflow as tf
+
+    encoded = image(seed=8)
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={"image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))}
+        )
+    ).SerializeToString()
+    answer = client.predict(instances=[b64(example)], signature_name="serving_tf_example")
+    assert answer == client.predict(instances=[b64(encoded)])
+
+
+# ---- classify ----
+
+
+def test_classify_results(client: ServingClient, target: Target) -> None:
+    images = [image(seed=10), image(seed=11)]
+    answer = client.classify(
+        examples=[{"image_raw": b64(data)} for data in images], signature_name="classify"
+    )
+    assert set(answer) == {"results"}
+    predictions = client.predict(instances=[b64(data) for data in images])["predictions"]
+    assert len(answer["results"]) == 2
+    for result, prediction in zip(answer["results"], predictions, strict=True):
+        labels = [label for label, _ in result]
+        scores = [score for _, score in result]
+        if target.local:
+            assert labels == list(CLASS_NAMES)
+        assert scores == pytest.approx(prediction["probabilities"], abs=1e-6)
+        assert labels[scores.index(max(scores))] == prediction["class_name"]
+
+
+def test_classify_merges_context_into_examples(client: ServingClient, target: Target) -> None:
+    data = image(seed=12)
+    with_context = client.classify(
+        examples=[{"source": "a"}, {"source": "b"}],
+        context={"image_raw": b64(data)},
+        signature_name="classify",
+    )
+    plain = client.classify(examples=[{"image_raw": b64(data)}], signature_name="classify")
+    assert with_context["results"] == plain["results"] * 2
+
+
+# ---- malformed requests ----
+
+
+def test_empty_body(client: ServingClient) -> None:
+    assert_error(post(client, ":predict", b""), 400, "JSON Parse error")
+
+
+def test_invalid_json(client: ServingClient) -> None:
+    assert_error(post(client, ":predict", "instances = [1, 2]"), 400, "JSON Parse error")
+
+
+def test_json_that_is_not_an_object(client: ServingClient) -> None:
+    assert_error(post(client, ":predict", "[1, 2]"), 400)
+
+
+def test_both_instances_and_inputs(client: ServingClient) -> None:
+    data = b64(image())
+    body = {"instances": [data], "inputs": [data]}
+    assert_error(post(client, ":predict", body), 400, "expecting only one of")
+
+
+def test_neither_instances_nor_inputs(client: ServingClient) -> None:
+    assert_error(post(client, ":predict", {"signature_name": ""}), 400, "Missing 'inputs'")
+
+
+def test_instances_not_a_list(client: ServingClient) -> None:
+    body = {"instances": {"image_bytes": b64(image())}}
+    assert_error(post(client, ":predict", body), 400, "to be an list/array")
+
+
+def test_empty_instances(client: ServingClient) -> None:
+    assert_error(post(client, ":predict", {"instances": []}), 400, "No values in 'instances'")
+
+
+def test_ragged_instances(client: ServingClient) -> None:
+    data = b64(image())
+    body = {"instances": [[data], [data, data]]}
+    assert_error(post(client, ":predict", body), 400, "Expecting tensor size")
+
+
+def test_ragged_columnar_inputs(client: ServingClient) -> None:
+    data = b64(image())
+    body = {"inputs": [[data], [data, data]]}
+    assert_error(post(client, ":predict", body), 400, "unexpected size")
+
+
+def test_instance_of_the_wrong_rank(client: ServingClient) -> None:
+    assert_error(post(client, ":predict", {"instances": [[b64(image())]]}), 400)
+
+
+def test_wrong_value_type(client: ServingClient) -> None:
+    body = {"instances": [1, 2]}
+    assert_error(post(client, ":predict", body), 400, "is not of expected type: string")
+
+
+def test_unknown_named_input(client: ServingClient) -> None:
+    body = {"instances": [{"pixels": b64(image())}]}
+    assert_error(post(client, ":predict", body), 400, "does not have named input")
+
+
+def test_bad_base64(client: ServingClient) -> None:
+    body = {"instances": [{"b64": "%%% not base64 %%%"}]}
+    assert_error(post(client, ":predict", body), 400, "Unable to base64 decode")
+
+
+def test_bytes_that_are_not_an_image(client: ServingClient) -> None:
+    body = {"instances": [b64(b"these bytes are not an image")]}
+    assert_error(post(client, ":predict", body), 400, "image")
+
+
+def test_non_string_signature_name(client: ServingClient) -> None:
+    body = {"signature_name": 100, "instances": [b64(image())]}
+    assert_error(post(client, ":predict", body), 400, "'signature_name' key must be a string")
+
+
+def test_unknown_signature_name(client: ServingClient) -> None:
+    body = {"signature_name": "nope", "instances": [b64(image())]}
+    assert_error(post(client, ":predict", body), 400, 'Serving signature name: "nope" not found')
+
+
+def test_unknown_model(client: ServingClient) -> None:
+    response = client.send("POST", "/v1/models/no_such_model:predict", json={"instances": [1]})
+    assert_error(response, 404, "Servable not found for request: Latest(no_such_model)")
+    status = client.send("GET", "/v1/models/no_such_model")
+    assert_error(status, 404, "Could not find any versions of model no_such_model")
+    metadata = client.send("GET", "/v1/models/no_such_model/metadata")
+    assert_error(metadata, 404, "Servable not found")
+
+
+def test_unknown_version(client: ServingClient) -> None:
+    body = {"instances": [b64(image())]}
+    assert_error(post(client, "/versions/999:predict", body), 404, "Servable not found")
+    status = client.send("GET", f"/v1/models/{client.model}/versions/999")
+    assert_error(status, 404, "Could not find version 999")
+
+
+def test_unknown_label(client: ServingClient, target: Target) -> None:
+    body = {"instances": [b64(image())]}
+    unrecognized = "Unrecognized servable version label"
+    assert_error(post(client, "/labels/no_such_label:predict", body), 400, unrecognized)
+    if target.local:
+        # TF Serving's status API ignores the label (it lists every version); this server
+        # resolves it like the other APIs do.
+        status = client.send("GET", f"/v1/models/{client.model}/labels/no_such_label")
+        assert_error(status, 400, unrecognized)
+
+
+def test_version_that_is_not_a_number(client: ServingClient) -> None:
+    assert_error(client.send("GET", f"/v1/models/{client.model}/versions/x"), 400, "Malformed")
+    body = {"instances": [b64(image())]}
+    assert_error(post(client, "/versions/x:predict", body), 400, "Malformed request")
+
+
+def test_get_on_predict(client: ServingClient) -> None:
+    response = client.send("GET", f"/v1/models/{client.model}:predict")
+    assert_error(response, 400, "Malformed request: GET")
+
+
+def test_post_on_metadata(client: ServingClient) -> None:
+    assert_error(post(client, "/metadata", {}), 400, "Malformed request: POST")
+
+
+def test_missing_model_name(client: ServingClient) -> None:
+    assert_error(client.send("GET", "/v1/models"), 400, "Missing model name")
+
+
+def test_classify_with_a_predict_signature(client: ServingClient) -> None:
+    body = {"examples": [{"image_raw": b64(image())}]}
+    assert_error(post(client, ":classify", body), 400, "Expected classification signature")
+
+
+def test_classify_without_examples(client: ServingClient) -> None:
+    body = {"signature_name": "classify", "context": {}}
+    assert_error(post(client, ":classify", body), 400, "'examples' is expected")
+
+
+def test_classify_with_empty_examples(client: ServingClient) -> None:
+    body = {"signature_name": "classify", "examples": []}
+    assert_error(post(client, ":classify", body), 400, "empty array")
+
+
+def test_classify_feature_of_the_wrong_type(client: ServingClient) -> None:
+    body = {"signature_name": "classify", "examples": [{"image_raw": 5}]}
+    assert_error(post(client, ":classify", body), 400)
+
+
+def test_classify_mixed_feature_kinds(client: ServingClient) -> None:
+    body = {"signature_name": "classify", "examples": [{"image_raw": ["a", 1]}]}
+    assert_error(post(client, ":classify", body), 400, "Unexpected element type in feature")
+
+
+def test_too_large_body(client: ServingClient, target: Target) -> None:
+    local_only(target)
+    body = {"instances": [{"b64": "A" * MAX_BODY_BYTES}]}
+    assert_error(post(client, ":predict", body), 413, "--max-body-bytes")
+
+
+def test_too_many_instances(client: ServingClient, target: Target) -> None:
+    local_only(target)
+    data = b64(image(size=8))
+    body = {"instances": [data] * (MAX_INSTANCES + 1)}
+    assert_error(post(client, ":predict", body), 400, "--max-instances")
+    examples = [{"image_raw": data}] * (MAX_INSTANCES + 1)
+    classify = {"signature_name": "classify", "examples": examples}
+    assert_error(post(client, ":classify", classify), 400, "--max-instances")
+
+
+def test_regress_is_unimplemented(client: ServingClient, target: Target) -> None:
+    local_only(target)
+    assert_error(post(client, ":regress", {"examples": [{"x": 1.0}]}), 501, "Regress")
+
+
+def test_unknown_path_answers_json(client: ServingClient, target: Target) -> None:
+    local_only(target)
+    assert_error(client.send("GET", "/v2/models/x"), 404)
+
+
+def test_prometheus_metrics(client: ServingClient, target: Target) -> None:
+    local_only(target)
+    response = client.send("GET", "/monitoring/prometheus/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert "serving_rest_requests_total{" in text
+    assert 'serving_rest_errors_total{api="predict",code="INVALID_ARGUMENT"}' in text
+    assert "serving_rest_request_latency_seconds_bucket{" in text
+    assert f'serving_model_versions{{model="{target.model}",state="AVAILABLE"}} 1.0' in text
+
+
+def test_server_still_answers_after_malformed_requests(client, target: Target) -> None:
+    # Runs last in this module: everything above must have left the server healthy.
+    answer = client.predict(instances=[b64(image(seed=13))])
+    check_prediction(answer["predictions"][0], target.local)
+    if target.server is not None:
+        assert target.server.process.poll() is None, target.server.log_tail()
