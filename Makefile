@@ -14,7 +14,8 @@ export PYTHONWARNINGS ?= ignore::FutureWarning
 IMAGES ?=
 OUTPUT ?= output
 export IMAGES OUTPUT IMAGE_SIZE EPOCHS BATCH_SIZE BACKBONE BACKBONE_WEIGHTS MODEL_NAME \
-	ACCURACY_THRESHOLD ACCURACY_MAX_DROP EVAL_FRACTION LEARNING_RATE DROPOUT SEED PIPELINE_NAME
+	ACCURACY_THRESHOLD ACCURACY_MAX_DROP EVAL_FRACTION LEARNING_RATE DROPOUT SEED PIPELINE_NAME \
+	DEMO_IMAGES_PER_CLASS SCHEMA ENABLE_CACHE VERBOSE
 # Server knobs.
 PORT ?= 8501
 HOST ?= 127.0.0.1
@@ -43,6 +44,9 @@ ingest: setup  ## only ingest IMAGES into OUTPUT/data
 
 serve: setup  ## TF Serving REST API over OUTPUT/serving on PORT
 	$(PY) -m serving.server --model-base-path "$(OUTPUT)/serving" --host $(HOST) --port $(PORT)
+
+predict: setup  ## classify IMAGES (files or a folder) through the server on HOST:PORT
+	$(PY) -m serving.client predict --url http://$(HOST):$(PORT) --model $(or $(MODEL_NAME),image_classifier) "$(IMAGES)"
 
 test: setup  ## the whole test suite, end-to-end runs included
 	$(PY) -m pytest -q

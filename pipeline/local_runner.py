@@ -30,7 +30,7 @@ def _log_progress_only(record) -> bool:
     """Console shows warnings and "node X is running/finished"; TFX's INFO logs dump
     whole protos. VERBOSE=1 shows everything."""
     message = str(record.msg)
-    return record.levelno >= logging.WARNING or (
+    return record.levelno >= std_logging.WARNING or (
         message.startswith("node ") and message.endswith(("is running.", "is finished."))
     )
 
@@ -38,9 +38,9 @@ def _log_progress_only(record) -> bool:
 def main() -> int:
     logging.set_verbosity(logging.INFO)
     if os.environ.get("VERBOSE", "") in ("", "0"):
-        # Beam's import installs a root handler that prints absl's records too.
-        for handler in [*std_logging.getLogger().handlers, logging.get_absl_handler()]:
-            handler.addFilter(_log_progress_only)
+        # On the logger itself: Beam's import installs a root handler that prints
+        # absl's records too, and more handlers may come later.
+        logging.get_absl_logger().addFilter(_log_progress_only)
     started_at = time.time()
     try:
         config = PipelineConfig.from_env()

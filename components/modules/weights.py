@@ -34,10 +34,14 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
+def keras_home() -> str:
+    """$KERAS_HOME, else ~/.keras: Keras 3's rule (tf_keras' get_file only knows ~/.keras)."""
+    return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+
+
 def keras_cache_path(backbone: Backbone) -> str:
-    """Where Keras' get_file caches the ImageNet file (honours $KERAS_HOME)."""
-    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return os.path.join(keras_home, "models", backbone.imagenet_file)
+    """Where Keras' get_file caches the ImageNet file."""
+    return os.path.join(keras_home(), "models", backbone.imagenet_file)
 
 
 def _fetch_imagenet(backbone: Backbone) -> str:
@@ -47,6 +51,7 @@ def _fetch_imagenet(backbone: Backbone) -> str:
             backbone.imagenet_file,
             backbone.imagenet_origin,
             cache_subdir="models",
+            cache_dir=keras_home(),
             file_hash=backbone.imagenet_md5,
         )
     except Exception as exc:  # get_file raises bare Exception on network failures

@@ -1,0 +1,34 @@
+"""Knobs: defaults, environment overrides, clear errors for bad values."""
+
+import os
+
+import pytest
+
+from pipeline.configs import COMMITTED_SCHEMA, PipelineConfig
+
+
+def test_defaults_match_the_documented_ones():
+    config = PipelineConfig.from_env({})
+    assert (config.image_size, config.epochs, config.backbone_weights) == (224, 5, "imagenet")
+    assert config.is_demo and config.schema == COMMITTED_SCHEMA
+    assert config.output == os.path.abspath("output")
+    assert config.serving_model_dir == os.path.join(config.output, "serving", "image_classifier")
+
+
+def test_environment_overrides_with_types():
+    config = PipelineConfig.from_env(
+        {
+            "IMAGE_SIZE": "64",
+            "ACCURACY_THRESHOLD": "0.8",
+            "ENABLE_CACHE": "false",
+            "IMAGES": "/data/photos",
+            "EPOCHS": "",
+        }
+    )
+    assert config.image_size == 64 and config.accuracy_threshold == 0.8
+    assert config.enable_cache is False and not config.is_demo and config.epochs == 5
+
+
+def test_bad_values_name_the_knob():
+    with pytest.raises(ValueError, match="IMAGE_SIZE='big' is not a valid int"):
+        PipelineConfig.from_env({"IMAGE_SIZE": "big"})
