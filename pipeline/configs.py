@@ -36,6 +36,16 @@ class PipelineConfig:
     learning_rate: float = 1e-3
     dropout: float = 0.2
     seed: int = 42
+    # Training phases (components/modules/trainer.py).
+    cache_features: bool = True  # frozen phase trains the head on features computed once
+    cache_memory_mb: int = 1024  # RAM for cached features; beyond it they spill to a temp file
+    augmentation: str = ""  # train-only: e.g. flip,rotation,zoom,contrast; disables the cache
+    fine_tune_blocks: int = 0  # top backbone blocks to fine-tune; batch norm stays frozen
+    fine_tune_epochs: int = 0  # epochs of fine-tuning after the frozen phase; 0 = none
+    fine_tune_learning_rate: float = 1e-5  # Adam learning rate of the fine-tuning phase
+    class_weights: bool = False  # weight the loss by inverse training-class frequency
+    early_stopping_patience: int = 0  # 0 = off; else stop on eval loss, restore the best weights
+    label_smoothing: float = 0.0  # 0 = plain cross-entropy
     # Evaluation and blessing.
     accuracy_threshold: float = 0.6  # absolute: eval accuracy must reach this to be pushed
     accuracy_max_drop: float = 0.01  # vs the last blessed model: may be at most this worse

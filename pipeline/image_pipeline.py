@@ -25,7 +25,9 @@ def create_pipeline(
     tfrecord_dir: str,
     class_names: list[str],
     weights_record: dict,
+    class_counts: list[int] | None = None,
 ) -> tfx.dsl.Pipeline:
+    """`class_counts`: training examples per class, in class_names order (for CLASS_WEIGHTS)."""
     example_gen = tfx.components.ImportExampleGen(
         input_base=tfrecord_dir,
         input_config=tfx.proto.Input(
@@ -70,6 +72,16 @@ def create_pipeline(
             "learning_rate": config.learning_rate,
             "dropout": config.dropout,
             "seed": config.seed,
+            "cache_features": config.cache_features,
+            "cache_memory_mb": config.cache_memory_mb,
+            "augmentation": config.augmentation,
+            "fine_tune_blocks": config.fine_tune_blocks,
+            "fine_tune_epochs": config.fine_tune_epochs,
+            "fine_tune_learning_rate": config.fine_tune_learning_rate,
+            "class_weights": config.class_weights,
+            "class_counts": [int(c) for c in class_counts] if class_counts else [],
+            "early_stopping_patience": config.early_stopping_patience,
+            "label_smoothing": config.label_smoothing,
         },
     )
     latest_blessed_model = tfx.dsl.Resolver(

@@ -54,6 +54,7 @@ def main() -> int:
             inputs.ingest.tfrecord_dir,
             inputs.ingest.class_names,
             inputs.weights_record,
+            [inputs.ingest.counts["train"][name] for name in inputs.ingest.class_names],
         )
     )
     return report_run(config, inputs, started_at)

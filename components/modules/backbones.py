@@ -27,6 +27,9 @@ class Backbone:
     imagenet_file: str  # file name in Keras' cache (~/.keras/models/)
     imagenet_origin: str
     imagenet_md5: str | None
+    # Fine-tuning units, top (closest to the head) first: unit k is the layers whose names
+    # start with one of the k-th tuple's prefixes. FINE_TUNE_BLOCKS=K unfreezes the first K.
+    block_prefixes: tuple[tuple[str, ...], ...] = ()
 
     def build(self, image_size: int) -> tf_keras.Model:
         """The network without its top, with random weights (weights load separately)."""
@@ -35,8 +38,10 @@ class Backbone:
         )
 
 
-def _row(name, constructor, preprocess_input, feature_dim, min_size, file, origin, md5):
-    return Backbone(name, constructor, preprocess_input, feature_dim, min_size, file, origin, md5)
+def _row(name, constructor, preprocess_input, feature_dim, min_size, file, origin, md5, blocks):
+    return Backbone(
+        name, constructor, preprocess_input, feature_dim, min_size, file, origin, md5, blocks
+    )
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -51,6 +56,8 @@ BACKBONES: dict[str, Backbone] = {
             "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
             _KERAS_APPS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
             "4d473c1dd8becc155b73f8504c6f6626",
+            # The four residual stages (conv5_block*, conv4_block*, ...); conv1 stays frozen.
+            tuple((f"conv{stage}_",) for stage in (5, 4, 3, 2)),
         ),
         _row(
             "mobilenet_v2",
@@ -62,6 +69,9 @@ BACKBONES: dict[str, Backbone] = {
             _KERAS_APPS
             + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
             None,
+            # The 17 inverted-residual blocks; the first unit includes the final 1x1 conv.
+            (("Conv_1", "out_relu", "block_16_"),)
+            + tuple((f"block_{i}_",) for i in range(15, 0, -1)),
         ),
         _row(
             "efficientnet_b0",
@@ -73,6 +83,8 @@ BACKBONES: dict[str, Backbone] = {
             "efficientnetb0_notop.h5",
             "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5",
             "50bc09e76180e00e4465e1a485ddc09d",
+            # The seven MBConv stages; the first unit includes the top 1x1 conv.
+            (("top_", "block7"),) + tuple((f"block{i}",) for i in range(6, 0, -1)),
         ),
     )
 }

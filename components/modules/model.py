@@ -2,10 +2,12 @@
 
 The head is a model of its own (pooled features -> class probabilities) so it can be
 trained on pooled features directly and then reused, unchanged, inside the full model.
+Fine-tuning unfreezes the top blocks of the backbone named in its table row.
 """
 
 from __future__ import annotations
 
+import tensorflow as tf
 import tf_keras
 
 from components.modules import features
@@ -44,9 +46,84 @@ def build_model(backbone: tf_keras.Model, head: tf_keras.Model, image_size: int)
     return tf_keras.Model(image, head(pooled), name="transfer_model")
 
 
-def compile_model(model: tf_keras.Model, learning_rate: float) -> None:
+def build_feature_extractor(backbone: tf_keras.Model, image_size: int) -> tf_keras.Model:
+    """Transformed image -> pooled features: exactly the part of build_model below the head."""
+    image = tf_keras.Input(shape=(image_size, image_size, 3), name=features.TRANSFORMED_IMAGE_KEY)
+    feature_map = backbone(image, training=False)
+    pooled = tf_keras.layers.GlobalAveragePooling2D(name="avg_pool")(feature_map)
+    return tf_keras.Model(image, pooled, name="feature_extractor")
+
+
+def unfreeze_top_blocks(backbone: tf_keras.Model, backbone_name: str, num_blocks: int) -> list[str]:
+    """Make the top `num_blocks` units of the backbone trainable, batch norm excepted.
+
+    Returns the names of the layers made trainable. The caller must recompile: Keras
+    reads `trainable` when it builds the train function.
+    """
+    units = get_backbone(backbone_name).block_prefixes
+    if not 0 <= num_blocks <= len(units):
+        raise ValueError(
+            f"{backbone_name} has {len(units)} fine-tuning blocks; "
+            f"got FINE_TUNE_BLOCKS={num_blocks}."
+        )
+    prefixes = tuple(prefix for unit in units[:num_blocks] for prefix in unit)
+    # Setting trainable on the backbone recurses into every layer; then re-freeze all but
+    # the chosen ones. BatchNormalization stays frozen: its moving statistics come from
+    # ImageNet and are not re-estimated on a small dataset (the backbone also runs with
+    # training=False, see build_model).
+    backbone.trainable = True
+    unfrozen = []
+    for layer in backbone.layers:
+        chosen = layer.name.startswith(prefixes) and not isinstance(
+            layer, tf_keras.layers.BatchNormalization
+        )
+        layer.trainable = chosen
+        if chosen and layer.weights:
+            unfrozen.append(layer.name)
+    return unfrozen
+
+
+class SmoothedSparseCrossentropy(tf_keras.losses.Loss):
+    """Cross-entropy on integer labels with label smoothing.
+
+    Keras' sparse loss has no label_smoothing, so labels go through one-hot here.
+    """
+
+    def __init__(self, num_classes: int, label_smoothing: float, name: str = "smoothed_ce"):
+        super().__init__(name=name)
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+
+    def call(self, labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+        one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes)
+        return tf_keras.losses.categorical_crossentropy(
+            one_hot, probabilities, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "label_smoothing": self.label_smoothing,
+        }
+
+
+def sparse_loss(num_classes: int, label_smoothing: float = 0.0) -> tf_keras.losses.Loss:
+    if not label_smoothing:
+        return tf_keras.losses.SparseCategoricalCrossentropy()
+    return SmoothedSparseCrossentropy(num_classes, label_smoothing)
+
+
+def compile_model(
+    model: tf_keras.Model,
+    learning_rate: float,
+    num_classes: int | None = None,
+    label_smoothing: float = 0.0,
+) -> None:
+    if label_smoothing and num_classes is None:
+        raise ValueError("label_smoothing needs num_classes")
     model.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate),
-        loss=tf_keras.losses.SparseCategoricalCrossentropy(),
+        loss=sparse_loss(num_classes or 0, label_smoothing),
         metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )

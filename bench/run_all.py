@@ -1,0 +1,40 @@
+"""`make bench`: every benchmark in one run, their Markdown tables in one file.
+
+Runs the serving benchmark, then the training benchmark (each writes its own
+bench/results/<name>.json and .md), and concatenates the Markdown into
+bench/results/README.md. About 20-30 minutes on 2 cores.
+
+    python -m bench.run_all
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from bench import serving_bench, training_bench
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+BENCHES = (("serving", serving_bench.main), ("training", training_bench.main))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    del argv  # each benchmark runs with its defaults
+    sections = []
+    for name, run in BENCHES:
+        start = time.perf_counter()
+        print(f"== {name} benchmark", flush=True)
+        run([])
+        print(f"== {name} benchmark: {time.perf_counter() - start:.0f} s", flush=True)
+        with open(os.path.join(RESULTS, f"{name}.md")) as f:
+            sections.append(f.read().strip())
+    text = "# Benchmark results\n\nWritten by `make bench` (python -m bench.run_all).\n\n"
+    text += "\n\n".join(sections) + "\n"
+    with open(os.path.join(RESULTS, "README.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

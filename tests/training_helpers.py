@@ -1,0 +1,106 @@
+"""Small real inputs for the Trainer tests: raw-example files, a DataAccessor, FnArgs.
+
+The Trainer's phases take tf.data datasets, so most tests build them here from two
+colour classes of generated JPEGs; one test per backbone goes through run_fn itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from components.modules import backbones, features, trainer, weights
+from tests import factories
+
+COLORS = ((220, 60, 40), (40, 90, 220))  # class 0 warm, class 1 cool
+
+
+def labelled_images(count: int, seed: int = 0, size: int = 40) -> tuple[list[bytes], list[int]]:
+    labels = [i % 2 for i in range(count)]
+    images = [
+        factories.image_bytes(size, size, seed=seed + i, color=COLORS[label])
+        for i, label in enumerate(labels)
+    ]
+    return images, labels
+
+
+def write_raw_examples(path: str, images: list[bytes], labels: list[int]) -> str:
+    """Uncompressed TFRecord of raw tf.Examples shaped like ingest's output."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for encoded, label in zip(images, labels, strict=True):
+            row = factories.raw_row(encoded, label=label, label_text=str(label))
+            feature = {}
+            for key, value in row.items():
+                if isinstance(value, bytes):
+                    feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+                else:
+                    feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+    return path
+
+
+def data_accessor() -> tfx.components.DataAccessor:
+    def tf_dataset_factory(file_pattern, options, schema):
+        return tfxio.TFExampleRecord(file_pattern=file_pattern, schema=schema).TensorFlowDataset(
+            options
+        )
+
+    return tfx.components.DataAccessor(
+        tf_dataset_factory=tf_dataset_factory, record_batch_factory=None, data_view_decode_fn=None
+    )
+
+
+def datasets(tmp_dir: str, transform_output, n_train: int, n_eval: int, batch_size: int):
+    """(train, eval) datasets of (transformed image, label) through the Trainer's make_dataset."""
+    train_file = write_raw_examples(
+        os.path.join(tmp_dir, "raw", "train.tfrecord"), *labelled_images(n_train)
+    )
+    eval_file = write_raw_examples(
+        os.path.join(tmp_dir, "raw", "eval.tfrecord"), *labelled_images(n_eval, seed=1000)
+    )
+
+    def make(files):
+        return trainer.make_dataset(
+            [files], data_accessor(), transform_output, batch_size, shuffle=False, seed=0
+        )
+
+    return make(train_file), make(eval_file)
+
+
+def transform_output(output_dir: str, image_size: int, backbone: str):
+    """factories.build_transform_output plus the raw metadata, as TFX's Transform writes it
+    (the Trainer reads the raw schema from it)."""
+    factories.build_transform_output(output_dir, image_size, backbone)
+    metadata_io.write_metadata(
+        dataset_metadata.DatasetMetadata(factories.raw_schema()),
+        os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR),
+    )
+    return tft.TFTransformOutput(output_dir)
+
+
+def random_weights(backbone: str) -> dict:
+    return weights.resolve_weights(weights.RANDOM, backbones.get_backbone(backbone))
+
+
+def serve(export_dir: str, images: list[bytes]) -> np.ndarray:
+    loaded = tf.saved_model.load(export_dir)
+    outputs = loaded.signatures[features.SERVING_SIGNATURE](
+        **{features.SERVING_INPUT_KEY: tf.constant(images)}
+    )
+    return outputs[features.PROBABILITIES_KEY].numpy()
+
+
+def in_memory(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    """The same (image, label) batches, as a dataset of known length."""
+    images, labels = zip(*dataset.as_numpy_iterator(), strict=True)
+    return tf.data.Dataset.from_tensor_slices(
+        (np.concatenate(images), np.concatenate(labels))
+    ).batch(batch_size)
