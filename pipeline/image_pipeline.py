@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 
+from components import pusher
 from components.eval_config import build_eval_config
 from pipeline.configs import MODULES_DIR, PipelineConfig
 
@@ -97,7 +99,10 @@ def create_pipeline(
             len(class_names), config.accuracy_threshold, config.accuracy_max_drop
         ),
     )
-    pusher = tfx.components.Pusher(
+    push = tfx.components.Pusher(
+        # TFX's Pusher, except that a model already in the serving directory (an
+        # unchanged re-run blessed again) is recorded as that version, not copied anew.
+        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
@@ -116,7 +121,7 @@ def create_pipeline(
             trainer,
             latest_blessed_model,
             evaluator,
-            pusher,
+            push,
         ],
         enable_cache=config.enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(

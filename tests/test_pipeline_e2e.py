@@ -135,13 +135,22 @@ def test_pushed_model_answers_raw_image_bytes(workspace, first_run):
 
 def test_unchanged_rerun_is_served_from_cache(workspace, first_run):
     config = workspace["config"]
+    first_push = summary(config)["pushed_path"]
     versions_before = sorted(os.listdir(config.serving_model_dir))
     result = run_pipeline(workspace["env"])
     assert result.returncode == 0, result.stderr[-3000:]
     states = {node: c["state"] for node, c in latest_components(config).items()}
-    for node in COMPONENTS - {"latest_blessed_model_resolver"}:
+    # The Evaluator runs again: its baseline went from none to the blessed model. Nothing
+    # is retrained, and the Pusher records the existing version instead of copying it.
+    for node in COMPONENTS - {"latest_blessed_model_resolver", "Evaluator", "Pusher"}:
         assert states[node] == "CACHED", states
     assert sorted(os.listdir(config.serving_model_dir)) == versions_before
+    assert summary(config)["pushed_path"] == first_push
+    third = run_pipeline(workspace["env"])  # now the baseline is unchanged too
+    assert third.returncode == 0, third.stderr[-3000:]
+    states = {node: c["state"] for node, c in latest_components(config).items()}
+    for node in COMPONENTS - {"latest_blessed_model_resolver"}:
+        assert states[node] == "CACHED", states
 
 
 def test_tfx_cli_runs_the_same_pipeline(workspace, first_run):
