@@ -41,7 +41,14 @@ def build_eval_config(
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
                     tfma.MetricConfig(
-                        class_name="SparseCategoricalAccuracy", threshold=accuracy_gate
+                        class_name="SparseCategoricalAccuracy",
+                        # The gate is the overall accuracy; per-class slices are reported
+                        # but do not gate (each is that class's recall).
+                        per_slice_thresholds=[
+                            tfma.PerSliceMetricThreshold(
+                                slicing_specs=[tfma.SlicingSpec()], threshold=accuracy_gate
+                            )
+                        ],
                     ),
                     tfma.MetricConfig(class_name="SparseCategoricalCrossentropy"),
                 ]
