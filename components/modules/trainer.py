@@ -149,18 +149,18 @@ def train_head_cached(
     budget = options.cache_memory_mb * 1024 * 1024
     train_cache = feature_cache.cache_features(extractor, train_dataset, budget, spill_dir, "train")
     eval_cache = feature_cache.cache_features(extractor, eval_dataset, budget, spill_dir, "eval")
-    num_classes = int(head.output_shape[-1])
-    model.compile_model(head, options.learning_rate, num_classes, options.label_smoothing)
-    history = head.fit(
+    history = train_network(
+        head,
         train_cache.dataset(options.batch_size, shuffle=options.shuffle, seed=options.seed),
-        validation_data=eval_cache.dataset(options.batch_size),
+        eval_cache.dataset(options.batch_size),
+        options,
+        options.learning_rate,
+        initial_epoch=0,
         epochs=options.epochs,
-        class_weight=options.class_weight(num_classes),
-        callbacks=_callbacks(options, log_dir),
-        verbose=2,
+        log_dir=log_dir,
     )
     return {
-        **history.history,
+        **history,
         "cache_images_per_s": [train_cache.images_per_second],
         "cache_spilled": [float(train_cache.spill_path is not None)],
     }
@@ -176,7 +176,8 @@ def train_network(
     epochs: int,
     log_dir: str | None = None,
 ) -> dict:
-    """The ordinary loop: every epoch runs the backbone over every image."""
+    """Compile and fit `network`; with the full model, every epoch runs the backbone over
+    every image (the ordinary loop); the cached phase passes the head alone."""
     num_classes = int(network.output_shape[-1])
     # (Re)compiling is what makes Keras pick up changed `trainable` flags.
     model.compile_model(network, learning_rate, num_classes, options.label_smoothing)
