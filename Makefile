@@ -10,14 +10,12 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONWARNINGS ?= ignore::FutureWarning
 
-# Pipeline knobs (empty = the default in pipeline/configs.py).
+# Pipeline knobs: pipeline/configs.py defines each one with its default. Make passes every
+# variable set on its command line (`make run EPOCHS=10`) or in the environment to the
+# recipes' environment, so no knob is listed here; these two have Make-side defaults.
 IMAGES ?=
 OUTPUT ?= output
-export IMAGES OUTPUT IMAGE_SIZE EPOCHS BATCH_SIZE BACKBONE BACKBONE_WEIGHTS MODEL_NAME \
-	ACCURACY_THRESHOLD ACCURACY_MAX_DROP EVAL_FRACTION LEARNING_RATE DROPOUT SEED PIPELINE_NAME \
-	DEMO_IMAGES_PER_CLASS SCHEMA ENABLE_CACHE VERBOSE CACHE_FEATURES CACHE_MEMORY_MB AUGMENTATION \
-	FINE_TUNE_BLOCKS FINE_TUNE_EPOCHS FINE_TUNE_LEARNING_RATE CLASS_WEIGHTS EARLY_STOPPING_PATIENCE \
-	LABEL_SMOOTHING
+export IMAGES OUTPUT
 # Server knobs.
 PORT ?= 8501
 HOST ?= 127.0.0.1
