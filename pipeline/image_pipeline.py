@@ -6,6 +6,7 @@ ImportExampleGen -> StatisticsGen -> schema (ImportSchemaGen | SchemaGen) -> Exa
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from tfx import v1 as tfx
@@ -13,10 +14,18 @@ from tfx.dsl.components.base import executor_spec
 
 from components import pusher
 from components.eval_config import build_eval_config
+from components.modules.trainer import TrainingOptions
 from pipeline.configs import MODULES_DIR, PipelineConfig
 
 TRANSFORM_MODULE = os.path.join(MODULES_DIR, "preprocessing.py")
 TRAINER_MODULE = os.path.join(MODULES_DIR, "trainer.py")
+
+# Knobs that PipelineConfig and the Trainer's TrainingOptions share, passed by name.
+TRAINING_KNOBS = tuple(
+    field.name
+    for field in dataclasses.fields(TrainingOptions)
+    if field.name in {f.name for f in dataclasses.fields(PipelineConfig)}
+)
 
 # In-process DirectRunner: one worker keeps peak memory at one copy of the model.
 BEAM_PIPELINE_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -65,25 +74,14 @@ def create_pipeline(
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config={
+            # Every TrainingOptions field that is also a pipeline knob, by name: a knob
+            # added to both reaches run_fn without being listed here.
+            **{name: getattr(config, name) for name in TRAINING_KNOBS},
             "image_size": config.image_size,
             "backbone": config.backbone,
             "weights": weights_record,
             "class_names": list(class_names),
-            "epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "learning_rate": config.learning_rate,
-            "dropout": config.dropout,
-            "seed": config.seed,
-            "cache_features": config.cache_features,
-            "cache_memory_mb": config.cache_memory_mb,
-            "augmentation": config.augmentation,
-            "fine_tune_blocks": config.fine_tune_blocks,
-            "fine_tune_epochs": config.fine_tune_epochs,
-            "fine_tune_learning_rate": config.fine_tune_learning_rate,
-            "class_weights": config.class_weights,
             "class_counts": [int(c) for c in class_counts] if class_counts else [],
-            "early_stopping_patience": config.early_stopping_patience,
-            "label_smoothing": config.label_smoothing,
         },
     )
     latest_blessed_model = tfx.dsl.Resolver(
