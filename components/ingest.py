@@ -551,10 +551,32 @@ def format_summary(report: dict, location: str) -> str:
     return "\n".join(lines)
 
 
-def ingest_to_folder(
-    images_dir: str, output_dir: str, options: SplitOptions, beam_pipeline_args: list[str]
-) -> dict:
-    """The CLI: records as `<output_dir>/<split>/data_tfrecord-*.gz`, labels.txt, the report."""
+@dataclasses.dataclass(frozen=True)
+class IngestResult:
+    output_dir: str  # holds <split>/data_tfrecord-*.gz: EXAMPLES for ImportExampleGen
+    class_names: tuple[str, ...]
+    report: dict
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        return self.report["counts"]
+
+    @property
+    def report_path(self) -> str:
+        return _join(self.output_dir, REPORT_FILE)
+
+
+def ingest(
+    images_dir: str,
+    output_dir: str,
+    options: SplitOptions = SplitOptions(),
+    beam_pipeline_args: list[str] | None = None,
+) -> IngestResult:
+    """Outside the pipeline (the CLI, `make ingest`): the same records, in a folder.
+
+    Writes `<output_dir>/<split>/data_tfrecord-*.gz` (through ExampleGen's WriteSplit, as
+    ImageExampleGen does), labels.txt and the report.
+    """
     from tfx.components.example_gen.write_split import WriteSplit
 
     options.check()
@@ -562,7 +584,7 @@ def ingest_to_folder(
     report_path = _join(output_dir, REPORT_FILE)
     with tempfile.TemporaryDirectory() as tmp:
         listing_path = write_listing(listing, tmp)
-        with beam.Pipeline(argv=beam_pipeline_args) as pipeline:
+        with beam.Pipeline(argv=beam_pipeline_args or []) as pipeline:
             splits = pipeline | IngestImages(listing, listing_path, options, report_path)
             for name, records in splits.items():
                 split_dir = _join(output_dir, name)
@@ -571,11 +593,11 @@ def ingest_to_folder(
                 _ = records | f"Write[{name}]" >> WriteSplit(split_dir, None)
     with tf.io.gfile.GFile(report_path) as f:
         report = json.load(f)
+    check_report(report)
     write_text_atomically(
         _join(output_dir, LABELS_FILE), "".join(f"{n}\n" for n in listing.class_names)
     )
-    check_report(report)
-    return report
+    return IngestResult(output_dir, listing.class_names, report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -590,13 +612,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = SplitOptions(args.validation_fraction, args.eval_fraction)
     try:
-        report = ingest_to_folder(
+        result = ingest(
             args.images_dir, args.output_dir, options, shlex.split(args.beam_pipeline_args)
         )
     except IngestError as exc:
         print(f"ingest failed: {exc}", file=sys.stderr)
         return 2
-    print(format_summary(report, args.output_dir))
+    print(format_summary(result.report, args.output_dir))
     return 0
 
 

@@ -61,7 +61,11 @@ def compile_pipeline(config: PipelineConfig) -> str:
     images = tfx.dsl.experimental.RuntimeParameter(
         name=IMAGES_PARAMETER, ptype=str, default=inputs.images_dir
     )
-    runner.run(create_pipeline(config, images if inputs.images_dir else "", inputs.weights_record))
+    runner.run(
+        create_pipeline(config, images if inputs.images_dir else "", inputs.weights_record),
+        # The listed folder is the parameter's value unless the submission overrides it.
+        parameter_values={IMAGES_PARAMETER: inputs.images_dir} if inputs.images_dir else None,
+    )
     return path
 
 
