@@ -565,6 +565,18 @@ class IngestResult:
     def report_path(self) -> str:
         return _join(self.output_dir, REPORT_FILE)
 
+    @property
+    def tfrecord_dir(self) -> str:
+        """Holds one `<split>/` folder of records per split."""
+        return self.output_dir
+
+    @property
+    def skipped(self) -> list[dict]:
+        return self.report["skipped"]
+
+    def total(self, split: str) -> int:
+        return self.report["totals"][split]
+
 
 def ingest(
     images_dir: str,
