@@ -91,7 +91,7 @@ def workspace(tmp_path_factory) -> dict:
 def run_pipeline(env: dict, *args: str) -> subprocess.CompletedProcess:
     command = args or (PYTHON, os.path.join(REPO_ROOT, "pipeline", "local_runner.py"))
     return subprocess.run(
-        command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
+        command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800
     )
 
 
@@ -316,3 +316,17 @@ def test_eval_labels_never_reach_training_on_the_portable_runner(
     assert variables.keys() == workspace["first_variables"].keys()
     for key, value in variables.items():
         assert np.array_equal(value, workspace["first_variables"][key]), key
+
+
+def test_class_without_a_valid_photo_stops_the_run_with_exit_code_2(workspace, tmp_path):
+    """Found by ImageExampleGen's workers, inside the run: a message, not a traceback."""
+    images = tmp_path / "images"
+    shutil.copytree(workspace["images"] / "hot_dog", images / "hot_dog")
+    (images / "not_hot_dog").mkdir()
+    (images / "not_hot_dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    env = {**workspace["env"], "IMAGES": str(images), "OUTPUT": str(tmp_path / "output")}
+    result = run_pipeline(env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "ERROR: No valid training image for class(es) 'not_hot_dog'" in result.stderr
+    assert "corrupt or truncated jpeg" in result.stderr
+    assert "Traceback" not in result.stderr
