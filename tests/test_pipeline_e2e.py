@@ -9,6 +9,7 @@ path of Flink and Spark), which also proves that the eval split never reaches tr
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+from PIL import Image
 
 from components import demo_data
 from pipeline.configs import REPO_ROOT, PipelineConfig
@@ -166,6 +168,12 @@ def test_pushed_model_answers_raw_image_bytes(workspace, first_run):
     assert probabilities.shape == (2, 2)
     assert probabilities.sum(axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
     assert set(outputs["class_name"].numpy()) <= {b"hot_dog", b"not_hot_dog"}
+    # A paletted BMP (TF would decode its palette index as grey) is refused with
+    # InvalidArgument, which the server answers with HTTP 400, never with a wrong class.
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), (200, 30, 10), np.uint8)).convert("P").save(buffer, "BMP")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Paletted BMP"):
+        model.signatures["serving_default"](image_bytes=tf.constant([buffer.getvalue()]))
 
 
 def test_unchanged_rerun_is_served_from_cache(workspace, first_run):
