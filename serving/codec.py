@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -284,8 +285,14 @@ def _leaf(value: Any, dtype: str) -> Any:
     )
 
 
+# absl::Base64Unescape skips ASCII whitespace anywhere (absl::ascii_isspace), so line-wrapped
+# base64 (`base64` without -w0, Python's encodebytes, Java's MIME encoder) decodes.
+_WHITESPACE = re.compile(r"[ \t\n\v\f\r]+")
+
+
 def decode_b64(text: str) -> bytes:
-    """Standard base64, padding optional (as absl::Base64Unescape accepts it)."""
+    """Standard base64, padding optional, whitespace ignored (as absl::Base64Unescape)."""
+    text = _WHITESPACE.sub("", text)
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
@@ -426,6 +433,16 @@ def encode_classify(classes: np.ndarray | None, scores: np.ndarray | None) -> di
             for i in range(rows)
         ]
     }
+
+
+def encode_regress(values: np.ndarray, batch: int) -> dict:
+    """Regress `results`: one float per example; TF Serving accepts [batch] or [batch, 1]."""
+    if values.shape not in ((batch,), (batch, 1)):
+        raise errors.invalid_argument(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            f"{_shape_str(values.shape)}"
+        )
+    return {"results": _to_json(values.reshape(batch).astype(np.float32), False)}
 
 
 def _to_json(array: np.ndarray, as_bytes: bool) -> Any:
