@@ -114,9 +114,7 @@ def push_model(model_path: str, base_directory: str, extra_assets_dir: str | Non
     temporary = os.path.join(base_directory, TEMP_PREFIX + version)
     shutil.copytree(model_path, temporary)
     if extra_assets_dir:
-        shutil.copytree(
-            extra_assets_dir, os.path.join(temporary, ASSETS_EXTRA), dirs_exist_ok=True
-        )
+        shutil.copytree(extra_assets_dir, os.path.join(temporary, ASSETS_EXTRA), dirs_exist_ok=True)
     _fsync_tree(temporary)
     os.rename(temporary, os.path.join(base_directory, version))  # the version appears whole
     _fsync_dir(base_directory)

@@ -159,9 +159,11 @@ def same_tree(version_dir: str, inputs) -> bool:
 def test_push_killed_at_20_points_leaves_no_or_a_complete_version(push_inputs, tmp_path):
     base = push_inputs["serving"]
     report = str(tmp_path / "report.json")
-    assert push_in_child(push_inputs, None, report) == 0, open(report).read()
+    status = push_in_child(push_inputs, None, report)
     with open(report) as f:
-        operations = json.load(f)
+        text = f.read()
+    assert status == 0, text
+    operations = json.loads(text)
     assert "os.rename" in operations and len(operations) >= KILL_POINTS, operations
     dry_run = versions(base) - {"1"}
     for version in dry_run:
