@@ -111,7 +111,7 @@ def _monitoring_message_class():
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     descriptor = pool.FindMessageTypeByName("tensorflow.serving.local.MonitoringConfig")
-    return message_factory.GetMessageClass(descriptor)
+    return message_factory.MessageFactory(pool).GetPrototype(descriptor)  # protobuf 3.20
 
 
 def read_monitoring_config_file(path: str) -> Monitoring:
