@@ -376,9 +376,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     note = (
         f"API / in-process throughput at batch 8: REST {at_8[('REST', 1)]:.2f} and gRPC "
         f"{at_8[('gRPC', 1)]:.2f} at concurrency 1, REST {at_8[('REST', 8)]:.2f} and gRPC "
-        f"{at_8[('gRPC', 8)]:.2f} at concurrency 8. Above 1 at concurrency 8: the in-process "
-        f"loop makes one call at a time, the server overlaps two (--num-threads = CPUs) and "
-        f"merges queued requests. The machine was shared with other jobs during this run "
+        f"{at_8[('gRPC', 8)]:.2f} at concurrency 8. The in-process loop makes one call at a "
+        f"time; the server overlaps calls (--num-threads = CPUs) and merges queued requests. "
+        f"The machine was shared with other jobs during this run "
         f"(load average at start {meta_load}), so absolute figures are noisy; the rows were "
         f"measured back to back in one run."
     )

@@ -186,10 +186,10 @@ class GrpcClient:
             from serving.errors import HTTP_STATUS, Code
 
             raise ServingHTTPError(HTTP_STATUS[Code[exc.code().name]], exc.details()) from None
-        probabilities = list(outputs["probabilities"].float_val)
+        probabilities = _numbers(outputs["probabilities"], "float32", "float_val")
         classes = len(probabilities) // max(len(images), 1)
         names = [n.decode("utf-8", "replace") for n in outputs["class_name"].string_val]
-        indexes = list(outputs["class_index"].int64_val)
+        indexes = [int(i) for i in _numbers(outputs["class_index"], "int64", "int64_val")]
         return [
             _classification(
                 {
@@ -200,6 +200,16 @@ class GrpcClient:
             )
             for i in range(len(images))
         ]
+
+
+def _numbers(tensor, dtype: str, field: str) -> list:
+    """A numeric TensorProto's values: servers send them packed in tensor_content (as
+    tf.make_tensor_proto does) or in the typed repeated field."""
+    if tensor.tensor_content:
+        import numpy as np
+
+        return np.frombuffer(tensor.tensor_content, dtype=dtype).tolist()
+    return list(getattr(tensor, field))
 
 
 def _classification(prediction: Any) -> Classification:

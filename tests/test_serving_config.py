@@ -164,7 +164,7 @@ def test_config_file_two_models_specific_policy_and_reloads(tmp_path, request) -
     # Metrics at the monitoring config's path only.
     metrics = httpx.get(f"{server.url}/metrics", timeout=10)
     assert metrics.status_code == 200
-    assert ':tensorflow:serving:request_count{model_name="b",status="OK"} 2' in metrics.text
+    assert ':tensorflow:serving:request_count{model_name="b",status="NOT_FOUND"} 1' in metrics.text
     assert httpx.get(f"{server.url}/monitoring/prometheus/metrics").status_code == 404
 
     # A changed file is picked up without a restart: b keeps only version 1, labelled.
