@@ -21,7 +21,7 @@ PORT ?= 8501
 GRPC_PORT ?= 8500
 HOST ?= 127.0.0.1
 
-.PHONY: help setup run ingest serve predict test test-fast lint bench bench-serving clean
+.PHONY: help setup run ingest compile-kubeflow serve predict test test-fast lint bench bench-serving clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -40,8 +40,11 @@ setup: $(VENV)/.synced  ## build .venv from uv.lock (no-op when nothing changed)
 run: setup  ## the whole pipeline; IMAGES=<dir> for your folder, OUTPUT=<dir> for its outputs
 	$(PY) pipeline/local_runner.py
 
-ingest: setup  ## only ingest IMAGES into OUTPUT/data
-	$(PY) -m components.ingest "$(IMAGES)" "$(OUTPUT)/data" $(if $(EVAL_FRACTION),--eval-fraction $(EVAL_FRACTION))
+ingest: setup  ## only ingest IMAGES into OUTPUT/data (image TFRecords for EXAMPLES=)
+	$(PY) -m components.ingest "$(IMAGES)" "$(OUTPUT)/data" $(if $(EVAL_FRACTION),--eval-fraction $(EVAL_FRACTION)) $(if $(VALIDATION_FRACTION),--validation-fraction $(VALIDATION_FRACTION)) --beam-pipeline-args "$(BEAM_PIPELINE_ARGS)"
+
+compile-kubeflow: setup  ## Vertex AI / Kubeflow v2 PipelineJob JSON in OUTPUT/kubeflow_v2/
+	$(PY) pipeline/kubeflow_v2_runner.py
 
 serve: setup  ## TF Serving's REST (PORT) and gRPC (GRPC_PORT) APIs over OUTPUT/serving, or MODEL_CONFIG_FILE
 	$(PY) -m serving.server $(if $(MODEL_CONFIG_FILE),--model_config_file "$(MODEL_CONFIG_FILE)",--model-base-path "$(OUTPUT)/serving") \

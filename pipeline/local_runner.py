@@ -48,15 +48,15 @@ def main() -> int:
     except (IngestError, WeightsError, ValueError) as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return 2
-    BeamDagRunner().run(
-        create_pipeline(
-            config,
-            inputs.ingest.tfrecord_dir,
-            inputs.ingest.class_names,
-            inputs.weights_record,
-            [inputs.ingest.counts["train"][name] for name in inputs.ingest.class_names],
-        )
-    )
+    try:
+        BeamDagRunner().run(create_pipeline(config, inputs.images_dir, inputs.weights_record))
+    except Exception as exc:
+        # Beam re-raises a component's error wrapped in its own, keeping the message.
+        if IngestError.__name__ not in str(exc):
+            raise
+        message = str(exc).split(f"{IngestError.__name__}: ", 1)[-1].split(" [while running")[0]
+        print(f"\nERROR: {message}", file=sys.stderr)
+        return 2
     return report_run(config, inputs, started_at)
 
 
