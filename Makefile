@@ -16,8 +16,9 @@ export PYTHONWARNINGS ?= ignore::FutureWarning
 IMAGES ?=
 OUTPUT ?= output
 export IMAGES OUTPUT
-# Server knobs.
+# Server knobs: REST on PORT, gRPC on GRPC_PORT (TF Serving's 8501 and 8500).
 PORT ?= 8501
+GRPC_PORT ?= 8500
 HOST ?= 127.0.0.1
 
 .PHONY: help setup run ingest compile-kubeflow serve predict test test-fast lint bench bench-serving clean
@@ -45,11 +46,12 @@ ingest: setup  ## only ingest IMAGES into OUTPUT/data (image TFRecords for EXAMP
 compile-kubeflow: setup  ## Vertex AI / Kubeflow v2 PipelineJob JSON in OUTPUT/kubeflow_v2/
 	$(PY) pipeline/kubeflow_v2_runner.py
 
-serve: setup  ## TF Serving REST API over OUTPUT/serving on PORT
-	$(PY) -m serving.server --model-base-path "$(OUTPUT)/serving" --host $(HOST) --port $(PORT)
+serve: setup  ## TF Serving's REST (PORT) and gRPC (GRPC_PORT) APIs over OUTPUT/serving, or MODEL_CONFIG_FILE
+	$(PY) -m serving.server $(if $(MODEL_CONFIG_FILE),--model_config_file "$(MODEL_CONFIG_FILE)",--model-base-path "$(OUTPUT)/serving") \
+		--host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 
-predict: setup  ## classify IMAGES (files or a folder) through the server on HOST:PORT
-	$(PY) -m serving.client predict --url http://$(HOST):$(PORT) --model $(or $(MODEL_NAME),image_classifier) "$(IMAGES)"
+predict: setup  ## classify IMAGES (files or a folder) through the server on HOST:PORT (GRPC=1: gRPC on GRPC_PORT)
+	$(PY) -m serving.client predict --url http://$(HOST):$(PORT) $(if $(GRPC),--grpc $(HOST):$(GRPC_PORT)) --model $(or $(MODEL_NAME),image_classifier) "$(IMAGES)"
 
 test: setup  ## the whole test suite, end-to-end runs included
 	$(PY) -m pytest -q

@@ -12,7 +12,6 @@ import dataclasses
 import os
 
 from tfx import v1 as tfx
-from tfx.dsl.components.base import executor_spec
 
 from components import ingest, pusher
 from components.eval_config import build_eval_config
@@ -118,16 +117,15 @@ def create_pipeline(
             len(class_names), config.accuracy_threshold, config.accuracy_max_drop
         ),
     )
-    push = tfx.components.Pusher(
-        # TFX's Pusher, except that a model already in the serving directory (an
-        # unchanged re-run blessed again) is recorded as that version, not copied anew.
-        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
+    push = pusher.ImagePusher(
+        # TFX's Pusher made atomic (a version appears whole or not at all); a model already
+        # in the serving directory (an unchanged re-run blessed again) is not copied anew.
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir)
         ),
-    )
+    ).with_id("Pusher")  # the node id the run summary and ML Metadata queries use
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
