@@ -30,8 +30,7 @@ from tfx.orchestration import metadata
 from tfx.types import artifact_utils, channel_utils, standard_artifacts
 
 from components import ingest
-from pipeline.configs import COMMITTED_SCHEMA
-from pipeline.image_pipeline import BEAM_PIPELINE_ARGS
+from pipeline.configs import COMMITTED_SCHEMA, DEFAULT_BEAM_PIPELINE_ARGS
 from tests import factories
 
 PIPELINE_NAME = "component-test"
@@ -60,7 +59,7 @@ def ingest_images(
             for index, encoded in enumerate(encoded_images):
                 with open(os.path.join(folder, f"{index:03d}.{image_format}"), "wb") as f:
                     f.write(encoded)
-    return ingest.ingest(images_dir, os.path.join(root, "data"), progress=False)
+    return ingest.ingest(images_dir, os.path.join(root, "data"))
 
 
 def coloured_images(count: int, color: tuple[int, int, int], size: int = 32, seed: int = 0):
@@ -197,7 +196,7 @@ class LocalRun:
                 components=upstream_nodes(component),
                 enable_cache=enable_cache,
                 metadata_connection_config=self.connection_config(),
-                beam_pipeline_args=BEAM_PIPELINE_ARGS,
+                beam_pipeline_args=list(DEFAULT_BEAM_PIPELINE_ARGS),
             )
         )
         return self.outputs(component.id)
