@@ -1,20 +1,23 @@
 """The component graph, built from arguments and nothing else.
 
 ImportExampleGen -> StatisticsGen -> schema (ImportSchemaGen | SchemaGen) -> ExampleValidator
-                 -> Transform (graph only) -> Trainer -> Evaluator (+ latest blessed) -> Pusher
+                 -> Transform (graph only) -> Trainer -> Evaluator (+ latest blessed)
+                 -> EvaluationReport (report + model card) -> Pusher
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
 from components import pusher
-from components.eval_config import build_eval_config
+from components.eval_config import GateSettings, build_eval_config
 from components.modules.trainer import TrainingOptions
+from components.report.component import EvaluationReport
 from pipeline.configs import MODULES_DIR, PipelineConfig
 
 TRANSFORM_MODULE = os.path.join(MODULES_DIR, "preprocessing.py")
@@ -37,8 +40,13 @@ def create_pipeline(
     class_names: list[str],
     weights_record: dict,
     class_counts: list[int] | None = None,
+    ingest_report: dict | None = None,
 ) -> tfx.dsl.Pipeline:
-    """`class_counts`: training examples per class, in class_names order (for CLASS_WEIGHTS)."""
+    """`class_counts`: training examples per class, in class_names order (for CLASS_WEIGHTS).
+    `ingest_report`: ingest's report (counts per split and class, skipped files) for the
+    gate's majority-class rate and the evaluation report."""
+    ingest_report = ingest_report or {}
+    eval_counts = ingest_report.get("counts", {}).get("eval", {})
     example_gen = tfx.components.ImportExampleGen(
         input_base=tfrecord_dir,
         input_config=tfx.proto.Input(
@@ -94,8 +102,24 @@ def create_pipeline(
         model=trainer.outputs["model"],
         baseline_model=latest_blessed_model.outputs["model"],
         eval_config=build_eval_config(
-            len(class_names), config.accuracy_threshold, config.accuracy_max_drop
+            len(class_names),
+            GateSettings(
+                accuracy_threshold=config.accuracy_threshold,
+                min_class_recall=config.min_class_recall,
+                accuracy_max_drop=config.accuracy_max_drop,
+                eval_class_counts=tuple(int(eval_counts.get(n, 0)) for n in class_names),
+                beat_majority_class=config.beat_majority_class,
+            ),
         ),
+    )
+    report = EvaluationReport(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        evaluation=evaluator.outputs["evaluation"],
+        statistics=statistics_gen.outputs["statistics"],
+        anomalies=example_validator.outputs["anomalies"],
+        ingest_report=json.dumps(ingest_report, sort_keys=True),
+        model_name=config.model_name,
     )
     push = tfx.components.Pusher(
         # TFX's Pusher, except that a model already in the serving directory (an
@@ -119,6 +143,7 @@ def create_pipeline(
             trainer,
             latest_blessed_model,
             evaluator,
+            report,
             push,
         ],
         enable_cache=config.enable_cache,

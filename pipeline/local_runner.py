@@ -11,9 +11,11 @@ import os
 # Keras 2 (tf_keras) must be chosen before anything imports TensorFlow.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import json  # noqa: E402
 import logging as std_logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from absl import logging  # noqa: E402
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # noqa: E402
@@ -55,6 +57,7 @@ def main() -> int:
             inputs.ingest.class_names,
             inputs.weights_record,
             [inputs.ingest.counts["train"][name] for name in inputs.ingest.class_names],
+            ingest_report=json.loads(Path(inputs.ingest.report_path).read_text()),
         )
     )
     return report_run(config, inputs, started_at)
