@@ -201,7 +201,11 @@ def build_eval_config(num_classes: int, gate: GateSettings) -> tfma.EvalConfig:
             # the ROC / PR curves and the reliability diagram.
             tfma.MetricsSpec(
                 metrics=[
-                    tfma.MetricConfig(class_name="AUC"),
+                    # ROC_THRESHOLDS like the ROC plot: both read one histogram, and
+                    # TFMA's default 10,000 would be recomputed in every bootstrap replicate.
+                    tfma.MetricConfig(
+                        class_name="AUC", config=f'{{"num_thresholds": {ROC_THRESHOLDS}}}'
+                    ),
                     tfma.MetricConfig(class_name="Precision"),
                     tfma.MetricConfig(class_name="Recall"),
                 ],

@@ -8,6 +8,7 @@ protocol: no console error, every image decoded, and a screenshot saved.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -51,7 +52,9 @@ def test_report_holds_every_section(run):
     }
     assert data["data"]["input_size"] == 32
     assert "eval" in data["data"]["anomalies"]  # ExampleValidator's verdict per split
-    assert data["weights"]["pretrained"] is False and len(data["weights"]["sha256"]) == 64
+    with open(os.path.join(run.pushed_dir, features.TRAINING_METADATA_FILE)) as f:
+        weights = json.load(f)["backbone_weights"]
+    assert data["weights"] == weights and weights["pretrained"] is False
     for error in data["worst_errors"]:
         assert error["true_class"] != error["predicted_class"]
         assert base64.b64decode(error["thumbnail_jpeg_base64"])[:2] == b"\xff\xd8"
@@ -65,7 +68,7 @@ def test_confusion_matrix_matches_the_pushed_models_own_predictions(run):
     files = sorted(
         os.path.join(run.eval_tfrecord_dir, n) for n in os.listdir(run.eval_tfrecord_dir)
     )
-    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files)]
     model = tf.saved_model.load(run.pushed_dir)
     answers = model.signatures[features.TF_EXAMPLE_SIGNATURE](
         **{features.TF_EXAMPLE_INPUT_KEY: tf.constant(records)}
@@ -138,12 +141,9 @@ class _Page:
             self.events.append(json.loads(self.socket.recv()))
 
 
-@pytest.fixture
-def chromium(tmp_path):
-    """A headless Chromium with its own profile; yields its DevTools HTTP address."""
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed: run `make setup` (installs Debian's chromium)")
-    profile = tempfile.mkdtemp(dir=tmp_path)
+@contextlib.contextmanager
+def headless_chromium(profile: str):
+    """A headless Chromium with a fresh profile; yields its DevTools HTTP address."""
     process = subprocess.Popen(
         [
             CHROMIUM,
@@ -170,21 +170,21 @@ def chromium(tmp_path):
             assert process.poll() is None, "chromium exited"
             assert time.monotonic() < deadline, "chromium did not start"
             time.sleep(0.2)
-        port = int(port_file.read_text().split()[0])
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{int(port_file.read_text().split()[0])}"
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def test_report_renders_in_chromium_without_errors(run, chromium, tmp_path):
-    with urllib.request.urlopen(f"{chromium}/json/list", timeout=30) as response:
+def open_page(devtools: str, path: str, screenshot: str) -> dict:
+    """Load a file in the browser's page; return its console/JS errors, its images
+    (alt, decoded or not) and title, and save a full-page screenshot."""
+    with urllib.request.urlopen(f"{devtools}/json/list", timeout=30) as response:
         target = next(t for t in json.load(response) if t["type"] == "page")
     page = _Page(target["webSocketDebuggerUrl"])
     for domain in ("Page", "Runtime", "Log"):
         page.call(f"{domain}.enable")
-    index = os.path.join(run.report_dir, build.INDEX_HTML)
-    page.call("Page.navigate", url=f"file://{index}")
+    page.call("Page.navigate", url=f"file://{os.path.abspath(path)}")
     page.wait_for("Page.loadEventFired")
     images = page.call(
         "Runtime.evaluate",
@@ -192,15 +192,15 @@ def test_report_renders_in_chromium_without_errors(run, chromium, tmp_path):
         "i => ({alt: i.alt, ok: i.complete && i.naturalWidth > 0})))",
         returnByValue=True,
     )["result"]["value"]
-    images = json.loads(images)
     title = page.call("Runtime.evaluate", expression="document.title", returnByValue=True)
     height = page.call("Page.getLayoutMetrics")["cssContentSize"]["height"]
     shot = page.call(
         "Page.captureScreenshot",
         format="png",
         captureBeyondViewport=True,
-        clip={"x": 0, "y": 0, "width": 1200, "height": min(height, 6000), "scale": 1},
+        clip={"x": 0, "y": 0, "width": 1200, "height": min(height, 8000), "scale": 1},
     )
+    Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
     errors = [
         e
         for e in page.events
@@ -208,13 +208,20 @@ def test_report_renders_in_chromium_without_errors(run, chromium, tmp_path):
         or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
         or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
     ]
+    return {"errors": errors, "images": json.loads(images), "title": title["result"]["value"]}
+
+
+def test_report_renders_in_chromium_without_errors(run, tmp_path):
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: run `make setup` (installs Debian's chromium)")
     screenshot = tmp_path / "report.png"
-    screenshot.write_bytes(base64.b64decode(shot["data"]))
+    with headless_chromium(tempfile.mkdtemp(dir=tmp_path)) as devtools:
+        page = open_page(devtools, os.path.join(run.report_dir, build.INDEX_HTML), str(screenshot))
     if os.environ.get(SCREENSHOT_ENV):
         shutil.copyfile(screenshot, os.environ[SCREENSHOT_ENV])
-    assert errors == []
-    assert "Evaluation report" in title["result"]["value"]
+    assert page["errors"] == []
+    assert "Evaluation report" in page["title"]
     # Five figures (confusion matrix, per-class bars, ROC, PR, calibration) and thumbnails.
-    assert len(images) >= 5
-    assert [i for i in images if not i["ok"]] == []
+    assert len(page["images"]) >= 5 + 1
+    assert [i for i in page["images"] if not i["ok"]] == []
     assert screenshot.stat().st_size > 20_000

@@ -144,7 +144,10 @@ def tfma_confusion_matrix(evaluation_uri: str, num_classes: int) -> list[list[in
 def _curves(found: dict, class_names: list[str]) -> tuple[dict, dict]:
     roc, calibration = {}, {}
     for index, name in enumerate(class_names):
-        data = found.get(("confusion_matrix_plot", index))
+        # TFMA writes the per-class plots of one sub key under one nameless PlotKey, each
+        # plot in its own field of the PlotData.
+        per_class = [v for (_, class_id), v in found.items() if class_id == index]
+        data = next((v for v in per_class if v.confusion_matrix_at_thresholds.matrices), None)
         if data is not None:
             matrices = data.confusion_matrix_at_thresholds.matrices
             roc[name] = {
@@ -153,7 +156,7 @@ def _curves(found: dict, class_names: list[str]) -> tuple[dict, dict]:
                 "recall": [round(m.recall, 4) for m in matrices],
                 "precision": [round(m.precision, 4) for m in matrices],
             }
-        data = found.get(("calibration_plot", index))
+        data = next((v for v in per_class if v.calibration_histogram_buckets.buckets), None)
         if data is not None:
             buckets = [
                 b
@@ -406,7 +409,8 @@ def render_html(data: dict, figures: dict[str, bytes]) -> str:
         f"<tr><th>backbone</th><td>{e(str(data['backbone']))}</td></tr>"
         f"<tr><th>weights</th><td>{e(str(weights.get('source')))} "
         f"{e(str(weights.get('path') or ''))}</td></tr>"
-        f"<tr><th>SHA-256</th><td><code>{e(str(weights.get('sha256')))}</code></td></tr>"
+        f"<tr><th>SHA-256</th><td><code>{e(weights.get('sha256') or 'none: no weights file')}"
+        "</code></td></tr>"
         f"<tr><th>pretrained</th><td>{'yes' if weights.get('pretrained') else 'NO'}</td></tr>"
         "</table></body></html>"
     )

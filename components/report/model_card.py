@@ -91,7 +91,7 @@ def build_model_card(
             f"({', '.join(report['class_names'])}): a frozen {report['backbone']} backbone and a "
             f"dense head, input {report['data']['input_size']} px. Backbone weights: "
             f"{weights.get('source')} {pretrained}"
-            f", SHA-256 {weights.get('sha256')}."
+            f", SHA-256 {weights.get('sha256') or 'none (no weights file)'}."
         )
         details.references = [
             mct.Reference(reference="evaluation report: OUTPUT/report/index.html of that run")
