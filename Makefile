@@ -16,13 +16,14 @@ export PYTHONWARNINGS ?= ignore::FutureWarning
 IMAGES ?=
 OUTPUT ?= output
 export IMAGES OUTPUT
-# Server knobs.
+# Server knobs: REST on PORT, gRPC on GRPC_PORT (TF Serving's 8501 and 8500).
 PORT ?= 8501
+GRPC_PORT ?= 8500
 HOST ?= 127.0.0.1
 
 TENSORBOARD_PORT ?= 6006
 
-.PHONY: help setup chromium run ingest report tensorboard serve predict test test-fast lint bench bench-serving clean
+.PHONY: help setup chromium run ingest compile-kubeflow report tensorboard serve predict test test-fast lint bench bench-serving clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -49,8 +50,11 @@ chromium:
 run: setup  ## the whole pipeline; IMAGES=<dir> for your folder, OUTPUT=<dir> for its outputs
 	$(PY) pipeline/local_runner.py
 
-ingest: setup  ## only ingest IMAGES into OUTPUT/data
-	$(PY) -m components.ingest "$(IMAGES)" "$(OUTPUT)/data" $(if $(EVAL_FRACTION),--eval-fraction $(EVAL_FRACTION))
+ingest: setup  ## only ingest IMAGES into OUTPUT/data (image TFRecords for EXAMPLES=)
+	$(PY) -m components.ingest "$(IMAGES)" "$(OUTPUT)/data" $(if $(EVAL_FRACTION),--eval-fraction $(EVAL_FRACTION)) $(if $(VALIDATION_FRACTION),--validation-fraction $(VALIDATION_FRACTION)) --beam-pipeline-args "$(BEAM_PIPELINE_ARGS)"
+
+compile-kubeflow: setup  ## Vertex AI / Kubeflow v2 PipelineJob JSON in OUTPUT/kubeflow_v2/
+	$(PY) pipeline/kubeflow_v2_runner.py
 
 report: setup  ## rebuild a past run's evaluation report into OUTPUT/report; RUN=<pipeline run id> (default: latest)
 	$(PY) -m pipeline.report $(if $(RUN),--run "$(RUN)")
@@ -58,11 +62,12 @@ report: setup  ## rebuild a past run's evaluation report into OUTPUT/report; RUN
 tensorboard: setup  ## TensorBoard on the Trainer's logs of OUTPUT, at HOST:TENSORBOARD_PORT
 	$(PY) -m tensorboard.main --logdir "$(OUTPUT)/pipeline_root/Trainer/model_run" --host $(HOST) --port $(TENSORBOARD_PORT)
 
-serve: setup  ## TF Serving REST API over OUTPUT/serving on PORT
-	$(PY) -m serving.server --model-base-path "$(OUTPUT)/serving" --host $(HOST) --port $(PORT)
+serve: setup  ## TF Serving's REST (PORT) and gRPC (GRPC_PORT) APIs over OUTPUT/serving, or MODEL_CONFIG_FILE
+	$(PY) -m serving.server $(if $(MODEL_CONFIG_FILE),--model_config_file "$(MODEL_CONFIG_FILE)",--model-base-path "$(OUTPUT)/serving") \
+		--host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 
-predict: setup  ## classify IMAGES (files or a folder) through the server on HOST:PORT
-	$(PY) -m serving.client predict --url http://$(HOST):$(PORT) --model $(or $(MODEL_NAME),image_classifier) "$(IMAGES)"
+predict: setup  ## classify IMAGES (files or a folder) through the server on HOST:PORT (GRPC=1: gRPC on GRPC_PORT)
+	$(PY) -m serving.client predict --url http://$(HOST):$(PORT) $(if $(GRPC),--grpc $(HOST):$(GRPC_PORT)) --model $(or $(MODEL_NAME),image_classifier) "$(IMAGES)"
 
 test: setup  ## the whole test suite, end-to-end runs included
 	$(PY) -m pytest -q

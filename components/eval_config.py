@@ -4,7 +4,9 @@ The gate is four TFMA thresholds, so TFMA's own validator decides the blessing a
 records every failed rule in the Evaluator's validation result:
 
 - accuracy_threshold: overall accuracy >= ACCURACY_THRESHOLD;
-- majority_class: overall accuracy > the eval split's majority-class rate;
+- majority_class: overall accuracy > the eval split's majority-class rate (a metric
+  of our own, accuracy_over_majority, computed from TFMA's MultiClassConfusionMatrixPlot
+  of the same slice: the class counts are known only once the eval split is read);
 - class_recall: every class's recall >= MIN_CLASS_RECALL (the accuracy of the
   per-class slice `label_text=<class>` is that class's recall; per-class slices gate
   through this rule only);
@@ -27,7 +29,6 @@ math_util.calculate_confidence_interval) that a plain change threshold can gate 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types
@@ -37,6 +38,10 @@ from components.modules import features
 
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 DIFF_UPPER_BOUND_METRIC = "accuracy_diff_ci_upper"
+OVER_MAJORITY_METRIC = "accuracy_over_majority"
+CONFUSION_MATRIX_PLOT_NAME = "multi_class_confusion_matrix_plot"
+# Accuracy and the majority rate are k/n fractions: "strictly above" is ">= this margin".
+STRICTLY_ABOVE = 1e-9
 CONFUSION_MATRIX_PLOT = "MultiClassConfusionMatrixPlot"
 CALIBRATION_BUCKETS = 10
 ROC_THRESHOLDS = 200
@@ -50,23 +55,65 @@ RULE_BASELINE = "vs_baseline"
 
 @dataclasses.dataclass(frozen=True)
 class GateSettings:
-    """The blessing gate's knobs (pipeline/configs.py) and the eval split's class counts."""
+    """The blessing gate's knobs (pipeline/configs.py)."""
 
     accuracy_threshold: float
     min_class_recall: float
     accuracy_max_drop: float
-    eval_class_counts: tuple[int, ...]
     beat_majority_class: bool = True
 
-    @property
-    def majority_rate(self) -> float:
-        total = sum(self.eval_class_counts)
-        return max(self.eval_class_counts) / total if total else 0.0
 
-    @property
-    def majority_bound(self) -> float:
-        """The smallest accuracy strictly above the majority-class rate."""
-        return math.nextafter(self.majority_rate, math.inf)
+def majority_rate(confusion_matrix) -> float:
+    """The largest class's share of the examples, from a MultiClassConfusionMatrixAtThresholds."""
+    per_class: dict[int, float] = {}
+    for entry in confusion_matrix.matrices[0].entries if confusion_matrix.matrices else []:
+        per_class[entry.actual_class_id] = (
+            per_class.get(entry.actual_class_id, 0.0) + entry.num_weighted_examples
+        )
+    total = sum(per_class.values())
+    return max(per_class.values()) / total if total else 0.0
+
+
+def _over_majority(
+    name: str = OVER_MAJORITY_METRIC,
+    eval_config: tfma.EvalConfig | None = None,
+    model_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    example_weighted: bool = False,
+) -> metric_types.MetricComputations:
+    computations = []
+    for model_name in model_names or [""]:
+        for output_name in output_names or [""]:
+            key = metric_types.MetricKey(
+                name,
+                model_name=model_name,
+                output_name=output_name,
+                example_weighted=example_weighted,
+            )
+
+            def result(metrics, key=key) -> dict:
+                accuracy = plot = None
+                for k, value in metrics.items():
+                    if getattr(k, "model_name", None) != key.model_name or k.is_diff:
+                        continue
+                    if k.name == ACCURACY_METRIC and not isinstance(k, metric_types.PlotKey):
+                        accuracy = float(value)  # the point estimate, as TFMA's validator
+                    elif k.name == CONFUSION_MATRIX_PLOT_NAME:
+                        plot = value
+                if accuracy is None or plot is None:
+                    return {}
+                return {key: accuracy - majority_rate(plot)}
+
+            computations.append(metric_types.CIDerivedMetricComputation(keys=[key], result=result))
+    return computations
+
+
+class AccuracyOverMajority(tfma.metrics.Metric):
+    """Accuracy minus the slice's majority-class rate (> 0: better than always answering
+    the largest class)."""
+
+    def __init__(self, name: str = OVER_MAJORITY_METRIC):
+        super().__init__(_over_majority, name=name)
 
 
 def _diff_upper_bound(
@@ -142,10 +189,17 @@ def build_eval_config(num_classes: int, gate: GateSettings) -> tfma.EvalConfig:
             slicing_specs=[per_class], threshold=floor(gate.min_class_recall)
         ),
     ]
+    majority_metrics = []
     if gate.beat_majority_class:
-        accuracy_thresholds.append(
-            tfma.PerSliceMetricThreshold(
-                slicing_specs=[overall], threshold=floor(gate.majority_bound)
+        majority_metrics.append(
+            tfma.MetricConfig(
+                class_name=AccuracyOverMajority.__name__,
+                module=__name__,
+                per_slice_thresholds=[
+                    tfma.PerSliceMetricThreshold(
+                        slicing_specs=[overall], threshold=floor(STRICTLY_ABOVE)
+                    )
+                ],
             )
         )
     baseline_gate = tfma.MetricThreshold(
@@ -194,6 +248,7 @@ def build_eval_config(num_classes: int, gate: GateSettings) -> tfma.EvalConfig:
                     tfma.MetricConfig(
                         class_name=CONFUSION_MATRIX_PLOT, config='{"thresholds": [0.0]}'
                     ),
+                    *majority_metrics,
                 ]
             ),
             # One-vs-rest per class, macro-averaged: AUC, precision and recall are

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from collections.abc import Mapping
 
 from components.modules.backbones import DEFAULT_BACKBONE
@@ -15,6 +16,8 @@ from components.modules.backbones import DEFAULT_BACKBONE
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
 MODULES_DIR = os.path.join(REPO_ROOT, "components", "modules")
+# In-process DirectRunner: one worker keeps peak memory at one copy of the model.
+DEFAULT_BEAM_PIPELINE_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +25,9 @@ class PipelineConfig:
     # Input and output.
     images: str = ""  # image folder; empty = generate the demo dataset under OUTPUT
     output: str = "output"  # everything a run writes lives under here
-    eval_fraction: float = 0.2  # held-out share per class when the folder has no test/
+    eval_fraction: float = 0.2  # eval share of a bare <class>/ folder (no test/ folder)
+    validation_fraction: float = 0.2  # validation share of train/ (or of a bare folder)
+    examples: str = ""  # image TFRecords (train/ validation/ eval/ + labels.txt) instead of IMAGES
     demo_images_per_class: int = 100  # size of the generated demo dataset
     # Names.
     pipeline_name: str = "image-transfer"
@@ -55,6 +60,9 @@ class PipelineConfig:
     # Orchestration.
     schema: str = COMMITTED_SCHEMA  # a schema.pbtxt for ImportSchemaGen, or "infer" (SchemaGen)
     enable_cache: bool = True
+    beam_pipeline_args: str = ""  # Beam flags, shell-quoted; empty: in-memory DirectRunner
+    pipeline_root: str = ""  # TFX artifacts; empty: OUTPUT/pipeline_root; may be gs://...
+    container_image: str = "tfx-image-transfer:latest"  # Kubeflow/Vertex component image
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineConfig:
@@ -65,12 +73,23 @@ class PipelineConfig:
             raw = env.get(field.name.upper(), "").strip()
             if raw:
                 values[field.name] = _parse(field, raw)
-        config = cls(**values)
-        return dataclasses.replace(config, output=os.path.abspath(config.output))
+        output = values.get("output", cls.output)
+        # A bucket URL (gs://...) stays as it is: Vertex runs write there.
+        values["output"] = output if "://" in output else os.path.abspath(output)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if not self.pipeline_root:
+            object.__setattr__(self, "pipeline_root", os.path.join(self.output, "pipeline_root"))
+
+    @property
+    def beam_args(self) -> list[str]:
+        """BEAM_PIPELINE_ARGS split like a shell would, or the in-memory default."""
+        return shlex.split(self.beam_pipeline_args) or list(DEFAULT_BEAM_PIPELINE_ARGS)
 
     @property
     def is_demo(self) -> bool:
-        return not self.images
+        return not self.images and not self.examples
 
     @property
     def data_dir(self) -> str:
@@ -79,10 +98,6 @@ class PipelineConfig:
     @property
     def demo_images_dir(self) -> str:
         return os.path.join(self.output, "demo_images")
-
-    @property
-    def pipeline_root(self) -> str:
-        return os.path.join(self.output, "pipeline_root")
 
     @property
     def metadata_path(self) -> str:

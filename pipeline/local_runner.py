@@ -11,11 +11,9 @@ import os
 # Keras 2 (tf_keras) must be chosen before anything imports TensorFlow.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import json  # noqa: E402
 import logging as std_logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from absl import logging  # noqa: E402
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # noqa: E402
@@ -50,16 +48,15 @@ def main() -> int:
     except (IngestError, WeightsError, ValueError) as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return 2
-    BeamDagRunner().run(
-        create_pipeline(
-            config,
-            inputs.ingest.tfrecord_dir,
-            inputs.ingest.class_names,
-            inputs.weights_record,
-            [inputs.ingest.counts["train"][name] for name in inputs.ingest.class_names],
-            ingest_report=json.loads(Path(inputs.ingest.report_path).read_text()),
-        )
-    )
+    try:
+        BeamDagRunner().run(create_pipeline(config, inputs.images_dir, inputs.weights_record))
+    except Exception as exc:
+        # Beam re-raises a component's error wrapped in its own, keeping the message.
+        if IngestError.__name__ not in str(exc):
+            raise
+        message = str(exc).split(f"{IngestError.__name__}: ", 1)[-1].split(" [while running")[0]
+        print(f"\nERROR: {message}", file=sys.stderr)
+        return 2
     return report_run(config, inputs, started_at)
 
 

@@ -22,7 +22,7 @@ from tfx import v1 as tfx
 
 from components.artifact_types import EvaluationReport
 from components.eval_config import ACCURACY_METRIC
-from components.modules import export
+from components.modules import export, ingest_report
 from components.modules.weights import log_loud_warning
 from components.report import gate
 from components.report.rebuild import publish
@@ -30,6 +30,7 @@ from pipeline.configs import PipelineConfig
 from pipeline.inputs import PreparedInputs
 
 EXIT_NOT_PUSHED = 3
+SKIPPED_SHOWN = 10  # skipped files listed in the summary; the report has them all
 _STATE = metadata_store_pb2.Execution.State
 
 
@@ -112,6 +113,29 @@ def eval_metrics(evaluation_uri: str) -> dict:
     return metrics
 
 
+def ingest_summary(components: dict, config: PipelineConfig) -> dict:
+    """The ExampleGen's node and its ingest report (from its artifact, or beside EXAMPLES)."""
+    for node, component in components.items():
+        examples = component["outputs"].get("Examples")
+        if examples:
+            uri = examples[0].uri
+            report = ingest_report.read_report(uri)
+            if report is None and config.examples:
+                uri, report = config.examples, ingest_report.read_report(config.examples)
+            if report is None:
+                return {"component": node, "report": None}
+            return {
+                "component": node,
+                "report": os.path.join(uri, ingest_report.REPORT_FILE),
+                "counts": report["counts"],
+                "skipped": len(report["skipped"]),
+                "skipped_files": report["skipped"][:SKIPPED_SHOWN],
+                "converted": len(report.get("converted", [])),
+                "warnings": report.get("warnings", []),
+            }
+    return {"component": None, "report": None}
+
+
 def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float) -> int:
     store = _store(config)
     run = latest_run(store, config.pipeline_name)
@@ -124,11 +148,7 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
         "output": config.output,
         "images_dir": inputs.images_dir,
         "demo_dataset": config.is_demo,
-        "ingest": {
-            "report": inputs.ingest.report_path,
-            "counts": inputs.ingest.counts,
-            "skipped": len(inputs.ingest.skipped),
-        },
+        "ingest": ingest_summary(components, config),
         "backbone_weights": inputs.weights_record,
         "components": {
             node: {"state": c["state"], "seconds": c["seconds"]} for node, c in components.items()
@@ -172,15 +192,21 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
     for node, c in summary["components"].items():
         lines.append(f"{node:32s} {c['state']:10s} {c['seconds']:8.1f}")
     lines.append(f"wall {summary['wall_seconds']:.0f} s, peak RSS {summary['peak_rss_mb']} MB")
-    counts = summary["ingest"]["counts"]
-    lines.append(
-        "ingest: "
-        + "; ".join(
-            f"{split} {sum(c.values())} ({', '.join(f'{k}={v}' for k, v in c.items())})"
-            for split, c in counts.items()
+    ingested = summary["ingest"]
+    if ingested.get("counts"):
+        lines.append(
+            f"ingest ({ingested['component']}): "
+            + "; ".join(
+                f"{split} {sum(c.values())} ({', '.join(f'{k}={v}' for k, v in c.items())})"
+                for split, c in ingested["counts"].items()
+            )
+            + f"; skipped {ingested['skipped']} (report: {ingested['report']})"
         )
-        + f"; skipped {summary['ingest']['skipped']} (see {summary['ingest']['report']})"
-    )
+        for entry in ingested["skipped_files"]:
+            lines.append(f"  skipped {entry['path']}: {entry['reason']}")
+        if ingested["skipped"] > len(ingested["skipped_files"]):
+            lines.append(f"  ... and {ingested['skipped'] - len(ingested['skipped_files'])} more")
+        lines.extend(f"  warning: {w}" for w in ingested["warnings"])
     weights = summary["backbone_weights"]
     if weights["pretrained"]:
         lines.append(

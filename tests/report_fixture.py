@@ -2,8 +2,8 @@
 
 Real components under LocalDagRunner on the project's own ingest output (24 eval images
 at 32 px): StatisticsGen, ExampleValidator, the Evaluator as the pipeline configures it,
-EvaluationReport and the Pusher. The model is the project's own export of a MobileNetV2
-with random weights (so the report and card must say RANDOM). Built once per test
+EvaluationReport and the ImagePusher (the card into assets.extra/). The model is the
+project's own export of a MobileNetV2 with random weights (so the report and card must say RANDOM). Built once per test
 session into a fixed folder and reused by every test module that asks for it.
 """
 
@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 
 from tfx import v1 as tfx
-from tfx.dsl.components.base import executor_spec
 from tfx.orchestration import metadata
 
-from components import eval_config, pusher
+from components import eval_config, ingest, pusher
 from components.report import build
 from components.report.component import EvaluationReport
 from pipeline.summary import latest_run
@@ -51,19 +51,26 @@ def evaluated_run(root: str) -> EvaluatedRun:
     ingested = harness.ingest_images(
         root,
         {
-            "train": {c: harness.coloured_images(3, rgb) for c, rgb in CLASSES.items()},
+            "train": {c: harness.coloured_images(10, rgb) for c, rgb in CLASSES.items()},
             "test": {
                 c: harness.coloured_images(EVAL_PER_CLASS, rgb, seed=50)
                 for c, rgb in CLASSES.items()
             },
         },
     )
-    with open(ingested.report_path) as f:
-        ingest_report = json.load(f)
     model_dir = factories.export_test_model(
         os.path.join(root, "export"), tuple(ingested.class_names), image_size=32, seed=3
     )
     examples = harness.import_examples(ingested.tfrecord_dir)
+    # ImageExampleGen keeps ingest's report in its Examples artifact; so does this one.
+    shutil.copyfile(
+        ingested.report_path,
+        os.path.join(
+            os.path.dirname(os.path.abspath(ingested.tfrecord_dir)),
+            "examples_artifact",  # harness.import_examples' artifact folder
+            os.path.basename(ingested.report_path),
+        ),
+    )
     statistics_gen = tfx.components.StatisticsGen(examples=examples.outputs[harness.IMPORT_KEY])
     schema = harness.import_schema(root)
     validator = tfx.components.ExampleValidator(
@@ -77,7 +84,7 @@ def evaluated_run(root: str) -> EvaluatedRun:
         eval_config=eval_config.build_eval_config(
             len(ingested.class_names),
             # Random weights: the gate is tested elsewhere; here the model must be pushed.
-            eval_config.GateSettings(0.0, 0.0, 0.01, (EVAL_PER_CLASS,) * 2, False),
+            eval_config.GateSettings(0.0, 0.0, 0.01, beat_majority_class=False),
         ),
     )
     report = EvaluationReport(
@@ -86,21 +93,19 @@ def evaluated_run(root: str) -> EvaluatedRun:
         evaluation=evaluator.outputs["evaluation"],
         statistics=statistics_gen.outputs["statistics"],
         anomalies=validator.outputs["anomalies"],
-        ingest_report=json.dumps(ingest_report, sort_keys=True),
         model_name=MODEL_NAME,
     )
     run = harness.LocalRun(os.path.join(root, "run"))
-    push = tfx.components.Pusher(
-        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
+    push = pusher.ImagePusher(
         model=model.outputs[harness.IMPORT_KEY],
         model_blessing=evaluator.outputs["blessing"],
+        extra_assets=report.outputs["model_card"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=os.path.join(root, "serving", MODEL_NAME)
             )
         ),
-    )
-    push.add_upstream_node(report)  # the card must exist before the push
+    ).with_id("Pusher")
     pushed = run.run(push)["pushed_model"][0]
     report_outputs = run.outputs(report.id)
     with metadata.Metadata(run.connection_config()) as m:
@@ -113,7 +118,7 @@ def evaluated_run(root: str) -> EvaluatedRun:
         report_dir=report_outputs["report"][0].uri,
         card_dir=report_outputs["model_card"][0].uri,
         pushed_dir=pushed.get_string_custom_property("pushed_destination"),
-        eval_tfrecord_dir=os.path.join(ingested.tfrecord_dir, "eval"),
+        eval_tfrecord_dir=os.path.join(ingested.tfrecord_dir, ingest.EVAL),
         class_names=tuple(ingested.class_names),
     )
     with open(done, "w") as f:

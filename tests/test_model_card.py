@@ -86,6 +86,11 @@ def test_card_is_rendered_and_travels_with_the_report(run):
         page = f.read()
     assert "RANDOM BACKBONE WEIGHTS" in page and report_fixture.MODEL_NAME in page
     assert os.path.isfile(os.path.join(run.report_dir, build.MODEL_CARD_HTML))
+    # The Pusher copied it into the pushed version's assets.extra/.
+    for name in (build.MODEL_CARD_JSON, build.MODEL_CARD_HTML):
+        pushed = os.path.join(run.pushed_dir, "assets.extra", name)
+        with open(pushed, "rb") as f, open(os.path.join(run.card_dir, name), "rb") as g:
+            assert f.read() == g.read()
 
 
 def test_considerations_name_imbalance_after_random_weights():

@@ -68,7 +68,7 @@ def test_confusion_matrix_matches_the_pushed_models_own_predictions(run):
     files = sorted(
         os.path.join(run.eval_tfrecord_dir, n) for n in os.listdir(run.eval_tfrecord_dir)
     )
-    records = [r.numpy() for r in tf.data.TFRecordDataset(files)]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
     model = tf.saved_model.load(run.pushed_dir)
     answers = model.signatures[features.TF_EXAMPLE_SIGNATURE](
         **{features.TF_EXAMPLE_INPUT_KEY: tf.constant(records)}

@@ -6,7 +6,6 @@ ExtraAssets), which the Pusher copies into the pushed version's `assets.extra/`.
 component it has lineage in ML Metadata and is cached like the rest of the pipeline.
 """
 
-import json
 import os
 import shutil
 
@@ -17,6 +16,7 @@ from tfx.types import standard_artifacts
 
 from components.artifact_types import EvaluationReport as EvaluationReportArtifact
 from components.artifact_types import ExtraAssets
+from components.modules import ingest_report
 from components.report import build, model_card
 
 
@@ -49,12 +49,10 @@ def EvaluationReport(  # noqa: N802 (a TFX component is named like a class)
     anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
     report: OutputArtifact[EvaluationReportArtifact],
     model_card: OutputArtifact[ExtraAssets],
-    ingest_report: Parameter[str],
     model_name: Parameter[str],
     eval_split: Parameter[str] = "eval",
 ):
-    """`ingest_report`: the JSON text of ingest's report (counts, skipped files); as a
-    parameter it is part of the cache key and recorded in ML Metadata."""
+    """Ingest's report (counts, skipped files) is read from the Examples artifact."""
     inputs = build.ReportInputs(
         # The run id is not visible to a component; `make report RUN=<id>` shows it.
         pipeline_run="evaluation " + "/".join(evaluation.uri.rstrip("/").split("/")[-3:]),
@@ -63,7 +61,7 @@ def EvaluationReport(  # noqa: N802 (a TFX component is named like a class)
         examples_uri=examples.uri,
         eval_split=eval_split,
         anomalies_uri=anomalies.uri,
-        ingest_report=json.loads(ingest_report),
+        ingest_report=ingest_report.read_report(examples.uri) or {},
     )
     write_all(
         inputs,

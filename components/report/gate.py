@@ -10,7 +10,6 @@ model card all print this one record.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.writers import eval_config_writer
@@ -97,7 +96,7 @@ def read_metrics(evaluation_uri: str) -> dict[str, dict[tuple[str, str, bool], I
     return result
 
 
-def _failed_rules(evaluation_uri: str, majority_bound: float) -> set[str]:
+def _failed_rules(evaluation_uri: str) -> set[str]:
     failed = set()
     validation = tfma.load_validation_result(evaluation_uri)
     for per_slice in validation.metric_validations_per_slice:
@@ -105,10 +104,10 @@ def _failed_rules(evaluation_uri: str, majority_bound: float) -> set[str]:
         for failure in per_slice.failures:
             if failure.metric_key.name == eval_config.DIFF_UPPER_BOUND_METRIC:
                 failed.add(eval_config.RULE_BASELINE)
+            elif failure.metric_key.name == eval_config.OVER_MAJORITY_METRIC:
+                failed.add(eval_config.RULE_MAJORITY)
             elif not overall:
                 failed.add(eval_config.RULE_CLASS_RECALL)
-            elif failure.metric_threshold.value_threshold.lower_bound.value == majority_bound:
-                failed.add(eval_config.RULE_MAJORITY)
             else:
                 failed.add(eval_config.RULE_ACCURACY)
     if not validation.validation_ok and not failed:
@@ -119,7 +118,12 @@ def _failed_rules(evaluation_uri: str, majority_bound: float) -> set[str]:
 def _bounds(config: tfma.EvalConfig, candidate: str) -> dict[str, list[float]]:
     """Lower bounds of the accuracy thresholds (overall / per class) and the baseline
     rule's change threshold, from the eval config the Evaluator ran with."""
-    bounds: dict[str, list[float]] = {"overall": [], "per_class": [], "max_drop": []}
+    bounds: dict[str, list[float]] = {
+        "overall": [],
+        "per_class": [],
+        "max_drop": [],
+        "majority": [],
+    }
     thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(
         config.metrics_specs, eval_config=config
     )
@@ -132,6 +136,8 @@ def _bounds(config: tfma.EvalConfig, candidate: str) -> dict[str, list[float]]:
                 bounds[kind].append(threshold.lower_bound.value)
             elif key.name == eval_config.DIFF_UPPER_BOUND_METRIC:
                 bounds["max_drop"].append(-threshold.absolute.value)
+            elif key.name == eval_config.OVER_MAJORITY_METRIC:
+                bounds["majority"].append(threshold.lower_bound.value)
     return bounds
 
 
@@ -149,8 +155,7 @@ def read_gate(evaluation_uri: str) -> GateDecision:
     }
     total = sum(class_counts.values())
     majority_rate = max(class_counts.values()) / total if total else 0.0
-    majority_bound = math.nextafter(majority_rate, math.inf)
-    failed = _failed_rules(evaluation_uri, majority_bound)
+    failed = _failed_rules(evaluation_uri)
     bounds = _bounds(config, candidate)
     candidate_accuracy = overall[(accuracy, candidate, False)]
     class_recall = {name: metrics[name][(accuracy, candidate, False)] for name in classes}
@@ -158,9 +163,8 @@ def read_gate(evaluation_uri: str) -> GateDecision:
     difference = overall.get((accuracy, candidate, True)) if has_baseline else None
 
     rules = []
-    accuracy_bounds = [b for b in bounds["overall"] if b != majority_bound]
-    if accuracy_bounds:
-        bound = max(accuracy_bounds)
+    if bounds["overall"]:
+        bound = max(bounds["overall"])
         rules.append(
             Rule(
                 eval_config.RULE_ACCURACY,
@@ -171,7 +175,7 @@ def read_gate(evaluation_uri: str) -> GateDecision:
                 f"accuracy {candidate_accuracy.value:.4f} >= ACCURACY_THRESHOLD {bound:g}",
             )
         )
-    majority_applied = majority_bound in bounds["overall"]
+    majority_applied = bool(bounds["majority"])
     rules.append(
         Rule(
             eval_config.RULE_MAJORITY,

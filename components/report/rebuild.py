@@ -1,13 +1,12 @@
 """Rebuild a past run's evaluation report from ML Metadata, and publish a report folder.
 
 Every input of the EvaluationReport component is recorded in ML Metadata with the run
-(its input artifacts and its `ingest_report` parameter, also for a cached execution),
+(its input artifacts and parameters, also for a cached execution),
 so any run that had the component can be rebuilt as it was, with today's report code.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -16,6 +15,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
+from components.modules import ingest_report
 from components.report import build, component
 
 REPORT_NODE = "EvaluationReport"
@@ -72,7 +72,7 @@ def rebuild(
         examples_uri=artifacts["examples"].uri,
         eval_split=properties["eval_split"].string_value or "eval",
         anomalies_uri=artifacts["anomalies"].uri if "anomalies" in artifacts else None,
-        ingest_report=json.loads(properties["ingest_report"].string_value or "{}"),
+        ingest_report=ingest_report.read_report(artifacts["examples"].uri) or {},
     )
     staging = tempfile.mkdtemp(prefix=".report-", dir=os.path.dirname(os.path.abspath(output_dir)))
     try:

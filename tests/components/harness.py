@@ -60,7 +60,7 @@ def ingest_images(
             for index, encoded in enumerate(encoded_images):
                 with open(os.path.join(folder, f"{index:03d}.{image_format}"), "wb") as f:
                     f.write(encoded)
-    return ingest.ingest(images_dir, os.path.join(root, "data"), progress=False)
+    return ingest.ingest(images_dir, os.path.join(root, "data"))
 
 
 def coloured_images(count: int, color: tuple[int, int, int], size: int = 32, seed: int = 0):

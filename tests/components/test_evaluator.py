@@ -107,7 +107,6 @@ def evaluate(
         baseline = harness.import_model(
             save_model(str(tmp_path / "baseline"), baseline_wrong), "baseline"
         )
-    counts = tuple(ingested.counts["eval"][c] for c in ingested.class_names)
     evaluator = tfx.components.Evaluator(
         examples=examples.outputs[harness.IMPORT_KEY],
         model=model.outputs[harness.IMPORT_KEY],
@@ -118,7 +117,6 @@ def evaluate(
                 accuracy_threshold=accuracy_threshold,
                 min_class_recall=min_class_recall,
                 accuracy_max_drop=accuracy_max_drop,
-                eval_class_counts=counts,
             ),
         ),
     )
