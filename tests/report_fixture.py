@@ -3,8 +3,9 @@
 Real components under LocalDagRunner on the project's own ingest output (24 eval images
 at 32 px): StatisticsGen, ExampleValidator, the Evaluator as the pipeline configures it,
 EvaluationReport and the ImagePusher (the card into assets.extra/). The model is the
-project's own export of a MobileNetV2 with random weights (so the report and card must say RANDOM). Built once per test
-session into a fixed folder and reused by every test module that asks for it.
+project's own export of a MobileNetV2 with random weights (so the report and card must
+say RANDOM). Built once per test session into a fixed folder and reused by every test
+module that asks for it.
 """
 
 from __future__ import annotations
