@@ -1,10 +1,14 @@
 # The component image for Vertex AI Pipelines / Kubeflow Pipelines v2: the environment CI
 # tests (uv.lock, Python from .python-version) plus the project's code and module files.
 #   docker build -t $CONTAINER_IMAGE . && docker push $CONTAINER_IMAGE
-# Every task of the compiled pipeline (make compile-kubeflow) runs
+# Every task of the compiled pipeline (make compile-kubeflow) names its command in the spec:
 #   python -m tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor ...
-# in it (ImageExampleGen's driver: python -m tfx.orchestration.kubeflow.v2.file_based_example_gen.driver).
+# (ImageExampleGen's driver: python -m tfx.orchestration.kubeflow.v2.file_based_example_gen.driver).
+# The entrypoint is Beam's worker boot, so the same image is the Beam SDK worker image for
+# Dataflow (--sdk_container_image) and for Flink/Spark (--environment_config).
+FROM apache/beam_python3.10_sdk:2.59.0 AS beam
 FROM python:3.10.13-slim
+COPY --from=beam /opt/apache/beam /opt/apache/beam
 
 # The module files are packaged into a wheel and installed with pip at run time, and the
 # Trainer builds no native code: no compiler needed.
@@ -28,4 +32,4 @@ ENV PATH=/pipeline/.venv/bin:$PATH \
     PYTHONPATH=/pipeline \
     TF_USE_LEGACY_KERAS=1 \
     TF_CPP_MIN_LOG_LEVEL=1
-ENTRYPOINT ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+ENTRYPOINT ["/opt/apache/beam/boot"]

@@ -395,6 +395,7 @@ def build_report(
 ) -> dict:
     """kept: (split, class, relpath, sha256, converted); skipped: (role, class, relpath, reason)."""
     kept = sorted(kept, key=lambda k: k[2])
+    skipped = sorted(skipped, key=lambda s: s[2])
     counts = {split: {name: 0 for name in listing.class_names} for split in SPLITS}
     by_content: dict[str, list[tuple[str, str]]] = {}
     for split, class_name, relpath, sha256, _ in kept:
@@ -425,7 +426,7 @@ def build_report(
         "counts": counts,
         "totals": {
             **{split: sum(counts[split].values()) for split in SPLITS},
-            "skipped": len(list(skipped := sorted(skipped, key=lambda s: s[2]))),
+            "skipped": len(skipped),
         },
         "skipped": [
             {"path": rel, "split": None if role == UNSPLIT else role, "class": cls, "reason": why}

@@ -27,7 +27,7 @@ from pipeline.inputs import prepare_inputs  # noqa: E402
 SPEC_DIR = "kubeflow_v2"
 IMAGES_PARAMETER = "images"
 # Where the Dockerfile puts the checkout inside CONTAINER_IMAGE, and the command every task
-# runs there (the Dockerfile's ENTRYPOINT too; named here so the spec says it).
+# runs there, named in the spec (the image's entrypoint is Beam's worker boot).
 IMAGE_WORKDIR = "/pipeline"
 EXECUTOR_COMMAND = [
     "python",

@@ -35,12 +35,19 @@ def _log_progress_only(record) -> bool:
     )
 
 
+def _not_an_ingest_error(record) -> bool:
+    """Beam logs a failing step's exception with its traceback; an IngestError is the
+    user's data, reported once as a message (exit code 2), not as a crash."""
+    return not (record.exc_info and isinstance(record.exc_info[1], IngestError))
+
+
 def main() -> int:
     logging.set_verbosity(logging.INFO)
     if os.environ.get("VERBOSE", "") in ("", "0"):
         # On the logger itself: Beam's import installs a root handler that prints
         # absl's records too, and more handlers may come later.
         logging.get_absl_logger().addFilter(_log_progress_only)
+    std_logging.getLogger("apache_beam.runners.common").addFilter(_not_an_ingest_error)
     started_at = time.time()
     try:
         config = PipelineConfig.from_env()
@@ -51,8 +58,9 @@ def main() -> int:
     try:
         BeamDagRunner().run(create_pipeline(config, inputs.images_dir, inputs.weights_record))
     except Exception as exc:
-        # Beam re-raises a component's error wrapped in its own, keeping the message.
-        if IngestError.__name__ not in str(exc):
+        # Unusable photos found by ImageExampleGen's workers. Beam re-raises a component's
+        # error with " [while running ...]" appended (as its own type when it can).
+        if not isinstance(exc, IngestError) and f"{IngestError.__name__}: " not in str(exc):
             raise
         message = str(exc).split(f"{IngestError.__name__}: ", 1)[-1].split(" [while running")[0]
         print(f"\nERROR: {message}", file=sys.stderr)

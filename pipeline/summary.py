@@ -178,6 +178,8 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
         summary["model_metadata_backbone_weights"] = export.read_training_metadata(serving_dir).get(
             "backbone_weights"
         )
+    # `make run` can only exit 0 or 2 (make's code for any failed recipe): scripts read this.
+    summary["exit_code"] = 0 if summary["pushed"] else EXIT_NOT_PUSHED
     with open(config.summary_path, "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     print(format_summary(summary, config))

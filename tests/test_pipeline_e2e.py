@@ -9,6 +9,7 @@ path of Flink and Spark), which also proves that the eval split never reaches tr
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+from PIL import Image
 
 from components import demo_data
 from pipeline.configs import REPO_ROOT, PipelineConfig
@@ -47,14 +49,19 @@ LEARNED_ACCURACY = 0.8
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> dict:
-    """A flat <dir>/<class>/* folder with one broken file, and a backbone weights file."""
+    """A flat <dir>/<class>/* folder with one broken file, and a backbone weights file.
+
+    The classes are bright and dark photos: separable even through a random backbone (the
+    features of a bright and a dark image point in different directions), so a run that
+    learns reaches LEARNED_ACCURACY whatever the random weights.
+    """
     root = tmp_path_factory.mktemp("e2e")
     images = root / "images"
-    for class_name in demo_data.CLASS_NAMES:
+    for class_name, colour in zip(demo_data.CLASS_NAMES, ((235, 225, 205), (25, 30, 45))):
         (images / class_name).mkdir(parents=True)
         for index in range(20):
-            demo_data.demo_image(class_name, index, seed=7).save(
-                images / class_name / f"{index:03d}.jpg", "JPEG"
+            (images / class_name / f"{index:03d}.jpg").write_bytes(
+                factories.image_bytes(40 + index % 3 * 8, 48, "jpeg", seed=index, color=colour)
             )
     (images / "hot_dog" / "empty.jpg").write_bytes(b"")
     weights_file = root / "resnet50_notop.h5"
@@ -69,14 +76,12 @@ def workspace(tmp_path_factory) -> dict:
         "OUTPUT": str(root / "output"),
         "IMAGE_SIZE": "32",
         # The frozen phase trains the head on cached features: epochs cost little.
-        "EPOCHS": "8",
-        "LEARNING_RATE": "0.01",
+        "EPOCHS": "10",
         "BATCH_SIZE": "8",
         "BACKBONE_WEIGHTS": str(weights_file),
         "MODEL_NAME": "hotdog",
         "PIPELINE_NAME": "e2e-test",
-        # Warm against cool pictures are separable even through a random backbone: the
-        # run must learn, well above the 0.5 of chance, to be blessed.
+        # The run must learn, well above the 0.5 of chance, to be blessed.
         "ACCURACY_THRESHOLD": str(LEARNED_ACCURACY),
         "TF_USE_LEGACY_KERAS": "1",
     }
@@ -92,7 +97,7 @@ def workspace(tmp_path_factory) -> dict:
 def run_pipeline(env: dict, *args: str) -> subprocess.CompletedProcess:
     command = args or (PYTHON, os.path.join(REPO_ROOT, "pipeline", "local_runner.py"))
     return subprocess.run(
-        command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
+        command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800
     )
 
 
@@ -177,6 +182,12 @@ def test_pushed_model_answers_raw_image_bytes(workspace, first_run):
     assert probabilities.shape == (2, 2)
     assert probabilities.sum(axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
     assert set(outputs["class_name"].numpy()) <= {b"hot_dog", b"not_hot_dog"}
+    # A paletted BMP (TF would decode its palette index as grey) is refused with
+    # InvalidArgument, which the server answers with HTTP 400, never with a wrong class.
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), (200, 30, 10), np.uint8)).convert("P").save(buffer, "BMP")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Paletted BMP"):
+        model.signatures["serving_default"](image_bytes=tf.constant([buffer.getvalue()]))
 
 
 def test_unchanged_rerun_is_served_from_cache(workspace, first_run):
@@ -228,14 +239,19 @@ def test_tfx_cli_runs_the_same_pipeline(workspace, first_run):
 def test_impossible_threshold_blocks_the_push(workspace, first_run):
     config = workspace["config"]
     versions_before = sorted(os.listdir(config.serving_model_dir))
-    result = run_pipeline({**workspace["env"], "ACCURACY_THRESHOLD": "1.01"})
-    assert result.returncode == EXIT_NOT_PUSHED, result.stderr[-3000:]
+    # Through `make run`, as the README documents: make turns every failing recipe into
+    # exit code 2; the runner's own code (3: not blessed) is in the run summary.
+    make = ("make", "-o", ".venv/.synced", "run")
+    result = run_pipeline({**workspace["env"], "ACCURACY_THRESHOLD": "1.01"}, *make)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"Error {EXIT_NOT_PUSHED}" in result.stderr
     assert "NOT PUSHED" in result.stdout
     assert "gate: refused by accuracy_threshold" in result.stdout
     states = {node: c["state"] for node, c in latest_components(config).items()}
     assert states["Evaluator"] == "COMPLETE" and states["Trainer"] == "CACHED"
     run = summary(config)
     assert run["blessed"] is False and run["pushed"] is False
+    assert run["exit_code"] == EXIT_NOT_PUSHED
     assert sorted(os.listdir(config.serving_model_dir)) == versions_before
 
 
@@ -328,3 +344,17 @@ def test_eval_labels_never_reach_training_on_the_portable_runner(
     assert variables.keys() == workspace["first_variables"].keys()
     for key, value in variables.items():
         assert np.array_equal(value, workspace["first_variables"][key]), key
+
+
+def test_class_without_a_valid_photo_stops_the_run_with_exit_code_2(workspace, tmp_path):
+    """Found by ImageExampleGen's workers, inside the run: a message, not a traceback."""
+    images = tmp_path / "images"
+    shutil.copytree(workspace["images"] / "hot_dog", images / "hot_dog")
+    (images / "not_hot_dog").mkdir()
+    (images / "not_hot_dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    env = {**workspace["env"], "IMAGES": str(images), "OUTPUT": str(tmp_path / "output")}
+    result = run_pipeline(env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "ERROR: No valid training image for class(es) 'not_hot_dog'" in result.stderr
+    assert "corrupt or truncated jpeg" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -30,8 +30,7 @@ from tfx.orchestration import metadata
 from tfx.types import artifact_utils, channel_utils, standard_artifacts
 
 from components import ingest
-from pipeline.configs import COMMITTED_SCHEMA
-from pipeline.image_pipeline import BEAM_PIPELINE_ARGS
+from pipeline.configs import COMMITTED_SCHEMA, DEFAULT_BEAM_PIPELINE_ARGS
 from tests import factories
 
 PIPELINE_NAME = "component-test"
@@ -197,7 +196,7 @@ class LocalRun:
                 components=upstream_nodes(component),
                 enable_cache=enable_cache,
                 metadata_connection_config=self.connection_config(),
-                beam_pipeline_args=BEAM_PIPELINE_ARGS,
+                beam_pipeline_args=list(DEFAULT_BEAM_PIPELINE_ARGS),
             )
         )
         return self.outputs(component.id)

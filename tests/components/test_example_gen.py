@@ -122,3 +122,34 @@ def test_unchanged_photos_are_cached_and_a_changed_photo_reruns(folder):
         value(e, features.SOURCE_PATH_KEY): value(e, features.HEIGHT_KEY) for e in eval_records
     }
     assert heights[b"test/blue/0.png"] == 20
+
+
+def test_examples_knob_reads_image_tfrecords_with_import_example_gen(folder, tmp_path):
+    """EXAMPLES=<make ingest's folder>: TFX's ImportExampleGen over the same records."""
+    from pipeline.configs import PipelineConfig
+    from pipeline.image_pipeline import example_gen_and_classes
+
+    result = ingest.ingest(folder["images"], str(tmp_path / "data"))
+    config = PipelineConfig(examples=result.output_dir, output=str(tmp_path / "out"))
+    example_gen, classes = example_gen_and_classes(config, "")
+    assert type(example_gen).__name__ == "ImportExampleGen"
+    assert classes == {
+        "class_names": ["blue", "red"],
+        "class_counts": [result.counts["train"]["blue"], result.counts["train"]["red"]],
+    }
+    connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        str(tmp_path / "metadata.sqlite")
+    )
+    tfx.orchestration.LocalDagRunner().run(
+        tfx.dsl.Pipeline(
+            pipeline_name=PIPELINE_NAME,
+            pipeline_root=str(tmp_path / "root"),
+            components=[example_gen],
+            metadata_connection_config=connection,
+        )
+    )
+    store = metadata_store.MetadataStore(connection)
+    execution = component_executions(store, latest_run(store, PIPELINE_NAME))["ImportExampleGen"]
+    [examples] = execution["outputs"]["Examples"]
+    for split in ingest.SPLITS:
+        assert len(records(examples.uri, split)) == result.report["totals"][split]
