@@ -313,7 +313,8 @@ def render_html(data: dict, figures: dict[str, bytes]) -> str:
         "padding:.25em .6em;text-align:left}th{background:#f3f3f3}.ok{color:#17692b}"
         ".bad{color:#b00020}.warn{background:#fff3cd;padding:.6em;border:1px solid #e0c060}"
         ".errors{display:flex;flex-wrap:wrap;gap:.8em}.errors figure{margin:0;width:150px;"
-        "font-size:.8em}img{max-width:100%}</style></head><body>",
+        "font-size:.8em}figcaption code{word-break:break-all}img{max-width:100%}</style>"
+        "</head><body>",
         f"<h1>Evaluation report</h1><p>Pipeline run <code>{e(data['pipeline_run'])}</code>"
         f" &middot; <a href='{e(data['model_card'])}'>model card</a></p>",
     ]

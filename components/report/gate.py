@@ -82,17 +82,18 @@ def _slice_name(slice_key) -> str:
 
 
 def read_metrics(evaluation_uri: str) -> dict[str, dict[tuple[str, str, bool], Interval]]:
-    """{slice: {(metric name, model name, is_diff): Interval}} for plain (not per-class-id)
-    metrics; slice is "overall" or the class name of a `label_text` slice."""
+    """{slice: {(metric name, model name, is_diff): Interval}} for plain and macro-averaged
+    (`<name>_macro`) metrics; slice is "overall" or the class name of a `label_text` slice."""
     result: dict[str, dict] = {}
     for metrics_for_slice in tfma.load_metrics(evaluation_uri):
         by_key = result.setdefault(_slice_name(metrics_for_slice.slice_key), {})
         for entry in metrics_for_slice.metric_keys_and_values:
             key = entry.key
-            if key.HasField("sub_key") or key.HasField("aggregation_type"):
-                continue
+            if key.HasField("sub_key"):
+                continue  # one class of a binarized metric
+            name = key.name + ("_macro" if key.aggregation_type.macro_average else "")
             if entry.value.HasField("double_value"):
-                by_key[(key.name, key.model_name, key.is_diff)] = _interval(entry)
+                by_key[(name, key.model_name, key.is_diff)] = _interval(entry)
     return result
 
 

@@ -76,7 +76,7 @@ def datasets(tmp_path_factory):
     for name, counts in {"balanced": (N_PER_CLASS, N_PER_CLASS), "imbalanced": (30, 10)}.items():
         root = str(tmp_path_factory.mktemp(name))
         images = {
-            "train": {c: harness.coloured_images(2, rgb) for c, rgb in COLORS.items()},
+            "train": {c: harness.coloured_images(10, rgb) for c, rgb in COLORS.items()},
             "test": {
                 c: harness.coloured_images(n, rgb, seed=100)
                 for (c, rgb), n in zip(COLORS.items(), counts)
