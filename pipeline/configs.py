@@ -51,9 +51,12 @@ class PipelineConfig:
     class_weights: bool = False  # weight the loss by inverse training-class frequency
     early_stopping_patience: int = 0  # 0 = off; else stop on eval loss, restore the best weights
     label_smoothing: float = 0.0  # 0 = plain cross-entropy
-    # Evaluation and blessing.
+    # Evaluation and blessing (components/eval_config.py; the rule is in the README).
     accuracy_threshold: float = 0.6  # absolute: eval accuracy must reach this to be pushed
-    accuracy_max_drop: float = 0.01  # vs the last blessed model: may be at most this worse
+    min_class_recall: float = 0.3  # every class's eval recall must reach this
+    beat_majority_class: bool = True  # eval accuracy must exceed the majority-class rate
+    accuracy_max_drop: float = 0.01  # refused only if worse than the last blessed model by
+    # more than this beyond noise (upper end of the paired 95% interval of the difference)
     # Orchestration.
     schema: str = COMMITTED_SCHEMA  # a schema.pbtxt for ImportSchemaGen, or "infer" (SchemaGen)
     enable_cache: bool = True
@@ -103,6 +106,10 @@ class PipelineConfig:
     @property
     def serving_model_dir(self) -> str:
         return os.path.join(self.output, "serving", self.model_name)
+
+    @property
+    def report_dir(self) -> str:
+        return os.path.join(self.output, "report")
 
     @property
     def summary_path(self) -> str:

@@ -3,7 +3,8 @@
 ImageExampleGen (or ImportExampleGen over image TFRecords: EXAMPLES)
     -> StatisticsGen -> schema (ImportSchemaGen | SchemaGen) -> ExampleValidator
     -> Transform (graph only, analyses train) -> Trainer (fits train, validates on validation)
-    -> Evaluator (eval split only, + latest blessed) -> Pusher
+    -> Evaluator (eval split only, + latest blessed)
+    -> EvaluationReport (report + model card) -> Pusher (the card into assets.extra/)
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import os
 from tfx import v1 as tfx
 
 from components import ingest, pusher
-from components.eval_config import build_eval_config
+from components.eval_config import GateSettings, build_eval_config
 from components.image_example_gen import ImageExampleGen
 from components.modules import ingest_report
 from components.modules.trainer import TrainingOptions
+from components.report.component import EvaluationReport
 from pipeline.configs import MODULES_DIR, PipelineConfig
 
 TRANSFORM_MODULE = os.path.join(MODULES_DIR, "preprocessing.py")
@@ -114,14 +116,30 @@ def create_pipeline(
         baseline_model=latest_blessed_model.outputs["model"],
         example_splits=[ingest.EVAL],
         eval_config=build_eval_config(
-            len(class_names), config.accuracy_threshold, config.accuracy_max_drop
+            len(class_names),
+            GateSettings(
+                accuracy_threshold=config.accuracy_threshold,
+                min_class_recall=config.min_class_recall,
+                accuracy_max_drop=config.accuracy_max_drop,
+                beat_majority_class=config.beat_majority_class,
+            ),
         ),
+    )
+    report = EvaluationReport(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        evaluation=evaluator.outputs["evaluation"],
+        statistics=statistics_gen.outputs["statistics"],
+        anomalies=example_validator.outputs["anomalies"],
+        model_name=config.model_name,
+        eval_split=ingest.EVAL,
     )
     push = pusher.ImagePusher(
         # TFX's Pusher made atomic (a version appears whole or not at all); a model already
         # in the serving directory (an unchanged re-run blessed again) is not copied anew.
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        extra_assets=report.outputs["model_card"],  # into <version>/assets.extra/
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir)
         ),
@@ -138,6 +156,7 @@ def create_pipeline(
             trainer,
             latest_blessed_model,
             evaluator,
+            report,
             push,
         ],
         enable_cache=config.enable_cache,

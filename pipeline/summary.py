@@ -1,9 +1,11 @@
 """Read what a run did back from ML Metadata and report it.
 
 Per component: state (COMPLETE / CACHED / FAILED) and wall time; the eval split's
-metrics and whether the model was blessed; the pushed version's path; the ingest
+metrics and the blessing gate (candidate, baseline, their paired difference with its
+95 % interval, each rule and which one decided); the pushed version's path; the ingest
 counts; which backbone weights were used (loudly, when they were random). Printed and
-written to OUTPUT/run_summary.json.
+written to OUTPUT/run_summary.json. The run's evaluation report is published to
+OUTPUT/report/.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components.artifact_types import EvaluationReport
 from components.eval_config import ACCURACY_METRIC
 from components.modules import export, ingest_report
 from components.modules.weights import log_loud_warning
+from components.report import gate
+from components.report.rebuild import publish
 from pipeline.configs import PipelineConfig
 from pipeline.inputs import PreparedInputs
 
@@ -94,6 +99,8 @@ def eval_metrics(evaluation_uri: str) -> dict:
             continue  # a per-class slice, not the overall one
         for entry in metrics_for_slice.metric_keys_and_values:
             key = entry.key
+            if key.model_name == gate.BASELINE_MODEL:
+                continue  # the candidate's metrics (and its diffs vs the baseline) only
             name = key.name
             if key.sub_key.HasField("class_id"):
                 name += f"_class_{key.sub_key.class_id.value}"
@@ -154,6 +161,14 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
         summary["eval_metrics"] = eval_metrics(evaluator["ModelEvaluation"][0].uri)
     if evaluator.get("ModelBlessing"):
         summary["blessed"] = bool(_custom(evaluator["ModelBlessing"][0], "blessed"))
+    if evaluator.get("ModelEvaluation"):
+        summary["gate"] = gate.read_gate(evaluator["ModelEvaluation"][0].uri).as_dict()
+    report = components.get("EvaluationReport", {}).get("outputs", {}).get(
+        EvaluationReport.TYPE_NAME
+    )
+    if report:
+        publish(report[0].uri, config.report_dir)
+        summary["report"] = os.path.join(config.report_dir, "index.html")
     pushed = components.get("Pusher", {}).get("outputs", {}).get("PushedModel")
     summary["pushed"] = bool(pushed and _custom(pushed[0], "pushed"))
     summary["pushed_path"] = _custom(pushed[0], "pushed_destination") if summary["pushed"] else None
@@ -206,12 +221,12 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
     if metrics:
         shown = {k: v for k, v in metrics.items() if "_class_" not in k}
         lines.append("eval split: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
-        lines.append(
-            f"eval accuracy: {metrics.get(ACCURACY_METRIC, float('nan')):.4f} "
-            f"(threshold {config.accuracy_threshold}, max drop vs last blessed "
-            f"{config.accuracy_max_drop})"
-        )
+        lines.append(f"eval accuracy: {metrics.get(ACCURACY_METRIC, float('nan')):.4f}")
+    if "gate" in summary:
+        lines.extend(gate.format_gate(summary["gate"]))
     lines.append(f"blessed: {summary.get('blessed')}")
+    if summary.get("report"):
+        lines.append(f"evaluation report: {summary['report']}")
     if summary["pushed"]:
         lines.append(f"PUSHED MODEL: {summary['pushed_path']}")
     else:

@@ -40,6 +40,7 @@ COMPONENTS = {
     "Trainer",
     "latest_blessed_model_resolver",
     "Evaluator",
+    "EvaluationReport",
     "Pusher",
 }
 PYTHON = sys.executable
@@ -160,6 +161,16 @@ def test_first_run_executes_every_component_and_pushes(workspace, first_run):
     assert run["eval_metrics"]["example_count"] == sum(counts["eval"].values())
     assert run["backbone_weights"]["source"] == "file"
     assert run["model_metadata_backbone_weights"]["sha256"] == run["backbone_weights"]["sha256"]
+    # The gate's decision and numbers, and the evaluation report of this run.
+    assert "gate: blessed" in first_run.stdout and "candidate accuracy" in first_run.stdout
+    assert run["gate"]["blessed"] is True and run["gate"]["baseline"] is None
+    with open(os.path.join(config.output, "report", "report.json")) as f:
+        report = json.load(f)
+    assert report["blessing"] == run["gate"]
+    assert os.path.isfile(os.path.join(config.output, "report", "index.html"))
+    # The model card travels inside the pushed version (TF Serving ignores assets.extra/).
+    card = os.path.join(run["pushed_path"], "assets.extra", "model_card.json")
+    assert os.path.isfile(card) and os.path.isfile(card.replace(".json", ".html"))
 
 
 def test_pushed_model_answers_raw_image_bytes(workspace, first_run):
@@ -190,7 +201,12 @@ def test_unchanged_rerun_is_served_from_cache(workspace, first_run):
     states = {node: c["state"] for node, c in latest_components(config).items()}
     # The Evaluator runs again: its baseline went from none to the blessed model. Nothing
     # is retrained, and the Pusher records the existing version instead of copying it.
-    for node in COMPONENTS - {"latest_blessed_model_resolver", "Evaluator", "Pusher"}:
+    for node in COMPONENTS - {
+        "latest_blessed_model_resolver",
+        "Evaluator",
+        "EvaluationReport",
+        "Pusher",
+    }:
         assert states[node] == "CACHED", states
     assert sorted(os.listdir(config.serving_model_dir)) == versions_before
     assert summary(config)["pushed_path"] == first_push
@@ -230,6 +246,7 @@ def test_impossible_threshold_blocks_the_push(workspace, first_run):
     assert result.returncode == 2, result.stderr[-3000:]
     assert f"Error {EXIT_NOT_PUSHED}" in result.stderr
     assert "NOT PUSHED" in result.stdout
+    assert "gate: refused by accuracy_threshold" in result.stdout
     states = {node: c["state"] for node, c in latest_components(config).items()}
     assert states["Evaluator"] == "COMPLETE" and states["Trainer"] == "CACHED"
     run = summary(config)
