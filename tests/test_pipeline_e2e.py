@@ -1,10 +1,10 @@
 """End-to-end: the real pipeline under BeamDagRunner (and the `tfx` CLI) on a tiny folder.
 
 Each run is a subprocess of `pipeline/local_runner.py`, exactly what `make run` starts;
-the assertions read ML Metadata, the run summary and the pushed SavedModel. The runs
-cover Beam's three local paths: the default in-memory DirectRunner, multi-processing
-with two workers, and the PortableRunner against Beam's own job service (the submission
-path of Flink and Spark), which also proves that the eval split never reaches training.
+the assertions read ML Metadata, the run summary and the pushed SavedModel. Besides the
+default in-memory DirectRunner, one run goes through the PortableRunner against Beam's own
+job service (the submission path of Flink and Spark); it also proves that the eval split
+never reaches training. (Multi-processing: tests/components/test_example_gen.py.)
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ def summary(config: PipelineConfig) -> dict:
 def model_variables(components: dict) -> dict:
     """The Trainer's exported variables by checkpoint key."""
     model_dir = components["Trainer"]["outputs"]["Model"][0].uri
-    reader = tf.train.load_checkpoint(os.path.join(model_dir, "Format-Serving", "variables"))
+    reader = tf.train.load_checkpoint(
+        os.path.join(model_dir, "Format-Serving", "variables", "variables")
+    )
     return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()}
 
 
@@ -194,9 +196,7 @@ def test_unchanged_rerun_is_served_from_cache(workspace, first_run):
     config = workspace["config"]
     first_push = summary(config)["pushed_path"]
     versions_before = sorted(os.listdir(config.serving_model_dir))
-    # The Evaluator (a Beam job) runs again here: on two DirectRunner worker processes.
-    multi = "--direct_running_mode=multi_processing --direct_num_workers=2"
-    result = run_pipeline({**workspace["env"], "BEAM_PIPELINE_ARGS": multi})
+    result = run_pipeline(workspace["env"])
     assert result.returncode == 0, result.stderr[-3000:]
     states = {node: c["state"] for node, c in latest_components(config).items()}
     # The Evaluator runs again: its baseline went from none to the blessed model. Nothing

@@ -19,13 +19,14 @@ from components import ingest
 from components.image_example_gen import ImageExampleGen
 from components.modules import features
 from components.modules.ingest_report import REPORT_FILE
+from pipeline.configs import DEFAULT_BEAM_PIPELINE_ARGS
 from pipeline.summary import component_executions, latest_run
 from tests import factories
 
 PIPELINE_NAME = "example-gen-test"
 
 
-def run_example_gen(images: str, root: str) -> dict:
+def run_example_gen(images: str, root: str, beam_pipeline_args: list[str] | None = None) -> dict:
     """Run the component; its execution as the run summary reads it from ML Metadata."""
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
         os.path.join(root, "metadata.sqlite")
@@ -37,6 +38,7 @@ def run_example_gen(images: str, root: str) -> dict:
             components=[ImageExampleGen(images, validation_fraction=0.3)],
             enable_cache=True,
             metadata_connection_config=connection,
+            beam_pipeline_args=beam_pipeline_args or list(DEFAULT_BEAM_PIPELINE_ARGS),
         )
     )
     store = metadata_store.MetadataStore(connection)
@@ -111,7 +113,11 @@ def test_unchanged_photos_are_cached_and_a_changed_photo_reruns(folder):
     photo = os.path.join(folder["images"], "test", "blue", "0.png")
     with open(photo, "wb") as f:
         f.write(factories.image_bytes(20, 16, "png", seed=7, color=(30, 30, 200)))
-    changed = run_example_gen(folder["images"], str(folder["root"]))
+    # Re-run on two DirectRunner worker processes: BEAM_PIPELINE_ARGS reaches the workers
+    # that decode the photos. (New Beam flags alone would re-run it too: they are part of
+    # TFX's cache key.)
+    multi = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    changed = run_example_gen(folder["images"], str(folder["root"]), multi)
     assert changed["state"] == "COMPLETE"
     eval_records = records(changed["outputs"]["Examples"][0].uri, "eval")
     widths = {
