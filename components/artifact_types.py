@@ -9,10 +9,11 @@ from tfx.types import artifact
 
 
 class ExtraAssets(artifact.Artifact):
-    TYPE_NAME = "ImageTransferExtraAssets"
+    # <namespace>.<Title>: the only form KubeflowV2DagRunner accepts for a custom type.
+    TYPE_NAME = "image_transfer.ExtraAssets"
 
 
 class EvaluationReport(artifact.Artifact):
     """A folder with the evaluation report (index.html, report.json) and the model card."""
 
-    TYPE_NAME = "ImageTransferEvaluationReport"
+    TYPE_NAME = "image_transfer.EvaluationReport"
