@@ -46,6 +46,8 @@ class PipelineConfig:
     class_weights: bool = False  # weight the loss by inverse training-class frequency
     early_stopping_patience: int = 0  # 0 = off; else stop on eval loss, restore the best weights
     label_smoothing: float = 0.0  # 0 = plain cross-entropy
+    # Data validation (components/anomaly_gate.py).
+    anomalies: str = "block"  # ExampleValidator anomalies: block = stop the run, warn = log, go on
     # Evaluation and blessing.
     accuracy_threshold: float = 0.6  # absolute: eval accuracy must reach this to be pushed
     accuracy_max_drop: float = 0.01  # vs the last blessed model: may be at most this worse

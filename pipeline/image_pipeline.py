@@ -1,7 +1,8 @@
 """The component graph, built from arguments and nothing else.
 
 ImportExampleGen -> StatisticsGen -> schema (ImportSchemaGen | SchemaGen) -> ExampleValidator
-                 -> Transform (graph only) -> Trainer -> Evaluator (+ latest blessed) -> Pusher
+                 -> AnomalyGate -> Transform (graph only) -> Trainer
+                 -> Evaluator (+ latest blessed) -> Pusher
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
 from components import pusher
+from components.anomaly_gate import AnomalyGate, check_mode
 from components.eval_config import build_eval_config
 from components.modules.trainer import TrainingOptions
 from pipeline.configs import MODULES_DIR, PipelineConfig
@@ -84,6 +86,13 @@ def create_pipeline(
             "class_counts": [int(c) for c in class_counts] if class_counts else [],
         },
     )
+    # ExampleValidator only records anomalies; the gate stops the run on them before
+    # Transform and training (ANOMALIES=block) or only warns (ANOMALIES=warn).
+    gate = AnomalyGate(
+        anomalies=example_validator.outputs["anomalies"], mode=check_mode(config.anomalies)
+    )
+    transform.add_upstream_node(gate)
+    trainer.add_upstream_node(gate)
     latest_blessed_model = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -115,6 +124,7 @@ def create_pipeline(
             statistics_gen,
             schema_gen,
             example_validator,
+            gate,
             transform,
             trainer,
             latest_blessed_model,

@@ -18,6 +18,7 @@ import time  # noqa: E402
 from absl import logging  # noqa: E402
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # noqa: E402
 
+from components.anomaly_gate import AnomaliesFound  # noqa: E402
 from components.ingest import IngestError  # noqa: E402
 from components.modules.weights import WeightsError  # noqa: E402
 from pipeline.configs import PipelineConfig  # noqa: E402
@@ -35,12 +36,26 @@ def _log_progress_only(record) -> bool:
     )
 
 
+def _not_blocked_by_anomalies(record) -> bool:
+    """A run the anomaly gate stopped is reported once by main(), without Beam's traceback."""
+    return not (record.exc_info and isinstance(record.exc_info[1], AnomaliesFound))
+
+
+def _first_cause(exc: BaseException) -> BaseException:
+    """Beam re-raises an executor's exception with its step name appended; the original
+    (the gate's own message) is the innermost one of the same type."""
+    while isinstance(exc.__cause__ or exc.__context__, type(exc)):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
 def main() -> int:
     logging.set_verbosity(logging.INFO)
     if os.environ.get("VERBOSE", "") in ("", "0"):
         # On the logger itself: Beam's import installs a root handler that prints
         # absl's records too, and more handlers may come later.
         logging.get_absl_logger().addFilter(_log_progress_only)
+    std_logging.getLogger("apache_beam.runners.common").addFilter(_not_blocked_by_anomalies)
     started_at = time.time()
     try:
         config = PipelineConfig.from_env()
@@ -48,15 +63,19 @@ def main() -> int:
     except (IngestError, WeightsError, ValueError) as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return 2
-    BeamDagRunner().run(
-        create_pipeline(
-            config,
-            inputs.ingest.tfrecord_dir,
-            inputs.ingest.class_names,
-            inputs.weights_record,
-            [inputs.ingest.counts["train"][name] for name in inputs.ingest.class_names],
+    try:
+        BeamDagRunner().run(
+            create_pipeline(
+                config,
+                inputs.ingest.tfrecord_dir,
+                inputs.ingest.class_names,
+                inputs.weights_record,
+                [inputs.ingest.counts["train"][name] for name in inputs.ingest.class_names],
+            )
         )
-    )
+    except AnomaliesFound as exc:
+        print(f"\nERROR: {_first_cause(exc)}", file=sys.stderr)
+        return 2
     return report_run(config, inputs, started_at)
 
 

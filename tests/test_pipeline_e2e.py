@@ -28,6 +28,7 @@ COMPONENTS = {
     "StatisticsGen",
     "ImportSchemaGen",
     "ExampleValidator",
+    "AnomalyGate",
     "Transform",
     "Trainer",
     "latest_blessed_model_resolver",

@@ -92,6 +92,17 @@ def import_artifact(
     ).with_id(node_id)
 
 
+def import_output(artifact: types.Artifact, node_id: str) -> tfx.dsl.Importer:
+    """An artifact another LocalRun produced (a fixture's StatisticsGen or Transform
+    output, say), imported with its properties (split_names, span, ...)."""
+    properties = {}
+    for name, value in artifact.mlmd_artifact.properties.items():
+        kind = value.WhichOneof("value")
+        if kind in ("string_value", "int_value"):
+            properties[name] = getattr(value, kind)
+    return import_artifact(node_id, type(artifact), artifact.uri, properties=properties)
+
+
 def import_examples(tfrecord_dir: str, node_id: str = "examples") -> tfx.dsl.Importer:
     """Examples from ingest's `train/` and `eval/` record folders, laid out as
     ImportExampleGen lays them out (`Split-<name>/`) with the split_names property."""
@@ -244,4 +255,3 @@ class LocalRun:
             )
             latest = max(m.store.get_executions_by_context(context.id), key=lambda e: e.id)
             return metadata_store_pb2.Execution.State.Name(latest.last_known_state)
-

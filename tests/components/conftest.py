@@ -1,0 +1,92 @@
+"""Shared fixtures of the component tests: one tiny ingested dataset, built once.
+
+Two separable colour classes with unequal counts, so label distributions are checkable;
+48 px images, which Transform resizes to IMAGE_SIZE.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+import tensorflow as tf
+from tfx import v1 as tfx
+
+from components import ingest
+from components.modules import features
+from tests.components import harness
+
+IMAGE_SIZE = 32
+SOURCE_SIZE = 48
+COLOURS = {"cool": (40, 90, 220), "warm": (220, 60, 40)}  # sorted: cool = 0, warm = 1
+COUNTS = {"train": {"cool": 2, "warm": 4}, "test": {"cool": 2, "warm": 1}}
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> ingest.IngestResult:
+    """The records ingest writes for COUNTS images per folder (test/ becomes split eval)."""
+    root = tmp_path_factory.mktemp("dataset")
+    images = {
+        split: {
+            name: harness.coloured_images(count, COLOURS[name], SOURCE_SIZE, seed=10 * i)
+            for i, (name, count) in enumerate(classes.items())
+        }
+        for split, classes in COUNTS.items()
+    }
+    return harness.ingest_images(str(root), images)
+
+
+@pytest.fixture(scope="session")
+def statistics(tmp_path_factory, dataset):
+    """StatisticsGen's output on the dataset (shared by the schema and validator tests)."""
+    run = harness.LocalRun(str(tmp_path_factory.mktemp("statistics_run")))
+    examples = harness.import_examples(dataset.tfrecord_dir)
+    outputs = run.run(tfx.components.StatisticsGen(examples=examples.outputs[harness.IMPORT_KEY]))
+    return outputs["statistics"][0]
+
+
+def validate(statistics_artifact, root: str):
+    """ExampleValidator alone on `statistics_artifact` against the committed schema."""
+    statistics = harness.import_output(statistics_artifact, "statistics")
+    schema = harness.import_schema(root)
+    validator = tfx.components.ExampleValidator(
+        statistics=statistics.outputs[harness.IMPORT_KEY],
+        schema=schema.outputs[harness.IMPORT_KEY],
+    )
+    return harness.LocalRun(root).run(validator)["anomalies"][0]
+
+
+def _rewrite(tfrecord_dir: str, out_dir: str, split: str, change) -> None:
+    """Copy a split's records, applying `change` to the first tf.Example's features."""
+    records = []
+    for path in sorted(glob.glob(os.path.join(tfrecord_dir, split, "*"))):
+        records.extend(r.numpy() for r in tf.data.TFRecordDataset(path))
+    first = tf.train.Example.FromString(records[0])
+    change(first.features.feature)
+    records[0] = first.SerializeToString()
+    os.makedirs(os.path.join(out_dir, split), exist_ok=True)
+    with tf.io.TFRecordWriter(os.path.join(out_dir, split, "images-00000-of-00001.tfrecord")) as w:
+        for record in records:
+            w.write(record)
+
+
+def _set_label(label: int):
+    def change(feature_map):
+        feature_map[features.LABEL_KEY].int64_list.value[0] = label
+
+    return change
+
+
+@pytest.fixture(scope="session")
+def broken_anomalies(tmp_path_factory, dataset):
+    """ExampleValidator's anomalies for the dataset with one example's image missing
+    (train) and one label below the schema's domain (eval)."""
+    root = tmp_path_factory.mktemp("broken")
+    out = str(root / "tfrecords")
+    _rewrite(dataset.tfrecord_dir, out, "train", lambda f: f.pop(features.IMAGE_KEY))
+    _rewrite(dataset.tfrecord_dir, out, "eval", _set_label(-1))
+    examples = harness.import_examples(out)
+    statistics_gen = tfx.components.StatisticsGen(examples=examples.outputs[harness.IMPORT_KEY])
+    statistics = harness.LocalRun(str(root / "statistics_run")).run(statistics_gen)
+    return validate(statistics["statistics"][0], str(root / "validator_run"))
