@@ -1,7 +1,8 @@
 """Shared fixtures of the component tests: one tiny ingested dataset, built once.
 
 Two separable colour classes with unequal counts, so label distributions are checkable;
-48 px images, which Transform resizes to IMAGE_SIZE.
+64 px images, which Transform resizes to IMAGE_SIZE with the light MobileNetV2's
+preprocessing.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from tfx import v1 as tfx
 
 from components import ingest
 from components.modules import features
+from pipeline.image_pipeline import TRANSFORM_MODULE
 from tests.components import harness
 
 IMAGE_SIZE = 32
-SOURCE_SIZE = 48
+SOURCE_SIZE = 64
+BACKBONE = "mobilenet_v2"
 COLOURS = {"cool": (40, 90, 220), "warm": (220, 60, 40)}  # sorted: cool = 0, warm = 1
 COUNTS = {"train": {"cool": 2, "warm": 4}, "test": {"cool": 2, "warm": 1}}
 
@@ -90,3 +93,20 @@ def broken_anomalies(tmp_path_factory, dataset):
     statistics_gen = tfx.components.StatisticsGen(examples=examples.outputs[harness.IMPORT_KEY])
     statistics = harness.LocalRun(str(root / "statistics_run")).run(statistics_gen)
     return validate(statistics["statistics"][0], str(root / "validator_run"))
+
+
+@pytest.fixture(scope="session")
+def transform_graph(tmp_path_factory, dataset):
+    """Transform's output on the dataset, configured as the pipeline configures it."""
+    root = str(tmp_path_factory.mktemp("transform_run"))
+    examples = harness.import_examples(dataset.tfrecord_dir)
+    schema = harness.import_schema(root)
+    transform = tfx.components.Transform(
+        examples=examples.outputs[harness.IMPORT_KEY],
+        schema=schema.outputs[harness.IMPORT_KEY],
+        module_file=TRANSFORM_MODULE,
+        custom_config={"image_size": IMAGE_SIZE, "backbone": BACKBONE},
+        materialize=False,
+        disable_statistics=True,
+    )
+    return harness.LocalRun(root).run(transform)["transform_graph"][0]
