@@ -175,7 +175,11 @@ def upstream_nodes(node: base_node.BaseNode) -> list[base_node.BaseNode]:
             continue
         found[current.id] = current
         for channel in current.inputs.values():
-            for single in channel_utils.get_individual_channels(channel):
+            try:
+                singles = channel_utils.get_individual_channels(channel)
+            except NotImplementedError:  # a Resolver's query channels: no producer node
+                singles = []
+            for single in singles:
                 producer = getattr(single, "producer_component", None)
                 if producer is not None:
                     pending.append(producer)
@@ -230,6 +234,7 @@ class LocalRun:
                 if event.type in (
                     metadata_store_pb2.Event.OUTPUT,
                     metadata_store_pb2.Event.DECLARED_OUTPUT,
+                    metadata_store_pb2.Event.INTERNAL_OUTPUT,  # what a Resolver resolved
                 ):
                     by_key.setdefault(event.path.steps[0].key, []).append(event.artifact_id)
             result = {}
