@@ -1,8 +1,9 @@
 """`make bench`: every benchmark in one run, their Markdown tables in one file.
 
-Runs the serving benchmark, then the training benchmark (each writes its own
-bench/results/<name>.json and .md), and concatenates the Markdown into
-bench/results/README.md. About 20-30 minutes on 2 cores.
+Runs the serving benchmark, then the training benchmark, then (when BENCH_IMAGES names a
+photo folder) the ingest benchmark; each writes its own bench/results/<name>.json and
+.md, and their Markdown is concatenated into bench/results/README.md. About 20-30
+minutes on 2 cores.
 
     python -m bench.run_all
 """
@@ -13,10 +14,12 @@ import os
 import time
 from collections.abc import Sequence
 
-from bench import serving_bench, training_bench
+from bench import ingest_bench, serving_bench, training_bench
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-BENCHES = (("serving", serving_bench.main), ("training", training_bench.main))
+BENCHES = (("serving", serving_bench.main), ("training", training_bench.main)) + (
+    (("ingest", ingest_bench.main),) if os.environ.get(ingest_bench.IMAGES_ENV) else ()
+)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from collections.abc import Mapping
 
 from components.modules.backbones import DEFAULT_BACKBONE
@@ -15,6 +16,8 @@ from components.modules.backbones import DEFAULT_BACKBONE
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
 MODULES_DIR = os.path.join(REPO_ROOT, "components", "modules")
+# In-process DirectRunner: one worker keeps peak memory at one copy of the model.
+DEFAULT_BEAM_PIPELINE_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +25,9 @@ class PipelineConfig:
     # Input and output.
     images: str = ""  # image folder; empty = generate the demo dataset under OUTPUT
     output: str = "output"  # everything a run writes lives under here
-    eval_fraction: float = 0.2  # held-out share per class when the folder has no test/
+    eval_fraction: float = 0.2  # eval share of a bare <class>/ folder (no test/ folder)
+    validation_fraction: float = 0.2  # validation share of train/ (or of a bare folder)
+    examples: str = ""  # image TFRecords (train/ validation/ eval/ + labels.txt) instead of IMAGES
     demo_images_per_class: int = 100  # size of the generated demo dataset
     # Names.
     pipeline_name: str = "image-transfer"
@@ -48,12 +53,18 @@ class PipelineConfig:
     label_smoothing: float = 0.0  # 0 = plain cross-entropy
     # Data validation (components/anomaly_gate.py).
     anomalies: str = "block"  # ExampleValidator anomalies: block = stop the run, warn = log, go on
-    # Evaluation and blessing.
+    # Evaluation and blessing (components/eval_config.py; the rule is in the README).
     accuracy_threshold: float = 0.6  # absolute: eval accuracy must reach this to be pushed
-    accuracy_max_drop: float = 0.01  # vs the last blessed model: may be at most this worse
+    min_class_recall: float = 0.3  # every class's eval recall must reach this
+    beat_majority_class: bool = True  # eval accuracy must exceed the majority-class rate
+    accuracy_max_drop: float = 0.01  # refused only if worse than the last blessed model by
+    # more than this beyond noise (upper end of the paired 95% interval of the difference)
     # Orchestration.
     schema: str = COMMITTED_SCHEMA  # a schema.pbtxt for ImportSchemaGen, or "infer" (SchemaGen)
     enable_cache: bool = True
+    beam_pipeline_args: str = ""  # Beam flags, shell-quoted; empty: in-memory DirectRunner
+    pipeline_root: str = ""  # TFX artifacts; empty: OUTPUT/pipeline_root; may be gs://...
+    container_image: str = "tfx-image-transfer:latest"  # Kubeflow/Vertex component image
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineConfig:
@@ -64,12 +75,23 @@ class PipelineConfig:
             raw = env.get(field.name.upper(), "").strip()
             if raw:
                 values[field.name] = _parse(field, raw)
-        config = cls(**values)
-        return dataclasses.replace(config, output=os.path.abspath(config.output))
+        output = values.get("output", cls.output)
+        # A bucket URL (gs://...) stays as it is: Vertex runs write there.
+        values["output"] = output if "://" in output else os.path.abspath(output)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if not self.pipeline_root:
+            object.__setattr__(self, "pipeline_root", os.path.join(self.output, "pipeline_root"))
+
+    @property
+    def beam_args(self) -> list[str]:
+        """BEAM_PIPELINE_ARGS split like a shell would, or the in-memory default."""
+        return shlex.split(self.beam_pipeline_args) or list(DEFAULT_BEAM_PIPELINE_ARGS)
 
     @property
     def is_demo(self) -> bool:
-        return not self.images
+        return not self.images and not self.examples
 
     @property
     def data_dir(self) -> str:
@@ -80,16 +102,16 @@ class PipelineConfig:
         return os.path.join(self.output, "demo_images")
 
     @property
-    def pipeline_root(self) -> str:
-        return os.path.join(self.output, "pipeline_root")
-
-    @property
     def metadata_path(self) -> str:
         return os.path.join(self.output, "metadata.sqlite")
 
     @property
     def serving_model_dir(self) -> str:
         return os.path.join(self.output, "serving", self.model_name)
+
+    @property
+    def report_dir(self) -> str:
+        return os.path.join(self.output, "report")
 
     @property
     def summary_path(self) -> str:

@@ -36,17 +36,27 @@ def _log_progress_only(record) -> bool:
     )
 
 
-def _not_blocked_by_anomalies(record) -> bool:
-    """A run the anomaly gate stopped is reported once by main(), without Beam's traceback."""
-    return not (record.exc_info and isinstance(record.exc_info[1], AnomaliesFound))
+# The user's data, not a crash: reported once as a message (exit code 2).
+_DATA_ERRORS = (IngestError, AnomaliesFound)
 
 
-def _first_cause(exc: BaseException) -> BaseException:
-    """Beam re-raises an executor's exception with its step name appended; the original
-    (the gate's own message) is the innermost one of the same type."""
-    while isinstance(exc.__cause__ or exc.__context__, type(exc)):
-        exc = exc.__cause__ or exc.__context__
-    return exc
+def _not_a_data_error(record) -> bool:
+    """Beam logs a failing step's exception with its traceback; unusable photos and
+    anomalies the gate blocks on are reported by main() instead."""
+    return not (record.exc_info and isinstance(record.exc_info[1], _DATA_ERRORS))
+
+
+def _data_error_message(exc: Exception) -> str | None:
+    """The message of an IngestError (ImageExampleGen) or AnomaliesFound (AnomalyGate), or
+    None. Beam re-raises a component's error with " [while running ...]" appended (as its
+    own type when it can, else naming the type in the text)."""
+    text = str(exc)
+    prefixes = [f"{error.__name__}: " for error in _DATA_ERRORS if f"{error.__name__}: " in text]
+    if not isinstance(exc, _DATA_ERRORS) and not prefixes:
+        return None
+    for prefix in prefixes:
+        text = text.split(prefix, 1)[-1]
+    return text.split(" [while running")[0]
 
 
 def main() -> int:
@@ -55,26 +65,22 @@ def main() -> int:
         # On the logger itself: Beam's import installs a root handler that prints
         # absl's records too, and more handlers may come later.
         logging.get_absl_logger().addFilter(_log_progress_only)
-    std_logging.getLogger("apache_beam.runners.common").addFilter(_not_blocked_by_anomalies)
+    std_logging.getLogger("apache_beam.runners.common").addFilter(_not_a_data_error)
     started_at = time.time()
     try:
         config = PipelineConfig.from_env()
         inputs = prepare_inputs(config)
+        pipeline = create_pipeline(config, inputs.images_dir, inputs.weights_record)
     except (IngestError, WeightsError, ValueError) as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return 2
     try:
-        BeamDagRunner().run(
-            create_pipeline(
-                config,
-                inputs.ingest.tfrecord_dir,
-                inputs.ingest.class_names,
-                inputs.weights_record,
-                [inputs.ingest.counts["train"][name] for name in inputs.ingest.class_names],
-            )
-        )
-    except AnomaliesFound as exc:
-        print(f"\nERROR: {_first_cause(exc)}", file=sys.stderr)
+        BeamDagRunner().run(pipeline)
+    except Exception as exc:
+        message = _data_error_message(exc)
+        if message is None:
+            raise
+        print(f"\nERROR: {message}", file=sys.stderr)
         return 2
     return report_run(config, inputs, started_at)
 

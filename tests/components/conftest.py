@@ -23,7 +23,11 @@ IMAGE_SIZE = 32
 SOURCE_SIZE = 64
 BACKBONE = "mobilenet_v2"
 COLOURS = {"cool": (40, 90, 220), "warm": (220, 60, 40)}  # sorted: cool = 0, warm = 1
-COUNTS = {"train": {"cool": 2, "warm": 4}, "test": {"cool": 2, "warm": 1}}
+# Images per folder; ingest holds out VALIDATION_FRACTION of train/ (by content hash) as
+# the validation split and test/ becomes eval. Tests read the resulting counts from the
+# ingest report (dataset.counts).
+COUNTS = {"train": {"cool": 3, "warm": 5}, "test": {"cool": 2, "warm": 1}}
+VALIDATION_FRACTION = 0.4
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +41,11 @@ def dataset(tmp_path_factory) -> ingest.IngestResult:
         }
         for split, classes in COUNTS.items()
     }
-    return harness.ingest_images(str(root), images)
+    result = harness.ingest_images(
+        str(root), images, options=ingest.SplitOptions(validation_fraction=VALIDATION_FRACTION)
+    )
+    assert all(result.total(split) for split in ingest.SPLITS), result.counts
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -61,17 +69,19 @@ def validate(statistics_artifact, root: str):
 
 
 def _rewrite(tfrecord_dir: str, out_dir: str, split: str, change) -> None:
-    """Copy a split's records, applying `change` to the first tf.Example's features."""
-    records = []
-    for path in sorted(glob.glob(os.path.join(tfrecord_dir, split, "*"))):
-        records.extend(r.numpy() for r in tf.data.TFRecordDataset(path))
-    first = tf.train.Example.FromString(records[0])
-    change(first.features.feature)
-    records[0] = first.SerializeToString()
-    os.makedirs(os.path.join(out_dir, split), exist_ok=True)
-    with tf.io.TFRecordWriter(os.path.join(out_dir, split, "images-00000-of-00001.tfrecord")) as w:
-        for record in records:
-            w.write(record)
+    """Copy every split's records, applying `change` to the first tf.Example of `split`."""
+    for name in ingest.SPLITS:
+        paths = sorted(glob.glob(os.path.join(tfrecord_dir, name, "*")))
+        records = [r.numpy() for r in tf.data.TFRecordDataset(paths, compression_type="GZIP")]
+        if name == split:
+            first = tf.train.Example.FromString(records[0])
+            change(first.features.feature)
+            records[0] = first.SerializeToString()
+        os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+        path = os.path.join(out_dir, name, "data_tfrecord-00000-of-00001.gz")
+        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+            for record in records:
+                writer.write(record)
 
 
 def _set_label(label: int):
@@ -88,7 +98,7 @@ def broken_anomalies(tmp_path_factory, dataset):
     root = tmp_path_factory.mktemp("broken")
     out = str(root / "tfrecords")
     _rewrite(dataset.tfrecord_dir, out, "train", lambda f: f.pop(features.IMAGE_KEY))
-    _rewrite(dataset.tfrecord_dir, out, "eval", _set_label(-1))
+    _rewrite(out, out, "eval", _set_label(-1))
     examples = harness.import_examples(out)
     statistics_gen = tfx.components.StatisticsGen(examples=examples.outputs[harness.IMPORT_KEY])
     statistics = harness.LocalRun(str(root / "statistics_run")).run(statistics_gen)

@@ -30,13 +30,13 @@ from tfx.orchestration import metadata
 from tfx.types import artifact_utils, channel_utils, standard_artifacts
 
 from components import ingest
-from pipeline.configs import COMMITTED_SCHEMA
-from pipeline.image_pipeline import BEAM_PIPELINE_ARGS
+from components.modules import ingest_report
+from pipeline.configs import COMMITTED_SCHEMA, DEFAULT_BEAM_PIPELINE_ARGS
 from tests import factories
 
 PIPELINE_NAME = "component-test"
 IMPORT_KEY = "result"  # the Importer's output key: importer.outputs[IMPORT_KEY]
-SPLITS = (ingest.TRAIN, ingest.EVAL)
+SPLITS = ingest.SPLITS
 
 
 # --- Fixture data -------------------------------------------------------------------
@@ -46,6 +46,7 @@ def ingest_images(
     root: str,
     images: Mapping[str, Mapping[str, Iterable[bytes]]],
     image_format: str = "png",
+    options: ingest.SplitOptions | None = None,
 ) -> ingest.IngestResult:
     """Write {split: {class: [encoded image]}} as an image folder and ingest it.
 
@@ -60,7 +61,7 @@ def ingest_images(
             for index, encoded in enumerate(encoded_images):
                 with open(os.path.join(folder, f"{index:03d}.{image_format}"), "wb") as f:
                     f.write(encoded)
-    return ingest.ingest(images_dir, os.path.join(root, "data"), progress=False)
+    return ingest.ingest(images_dir, os.path.join(root, "data"), options or ingest.SplitOptions())
 
 
 def coloured_images(count: int, color: tuple[int, int, int], size: int = 32, seed: int = 0):
@@ -104,14 +105,17 @@ def import_output(artifact: types.Artifact, node_id: str) -> tfx.dsl.Importer:
 
 
 def import_examples(tfrecord_dir: str, node_id: str = "examples") -> tfx.dsl.Importer:
-    """Examples from ingest's `train/` and `eval/` record folders, laid out as
-    ImportExampleGen lays them out (`Split-<name>/`) with the split_names property."""
+    """Examples from ingest's `<split>/` record folders, laid out as ExampleGen lays them
+    out (`Split-<name>/`, with ingest's report beside) with the split_names property."""
     uri = os.path.join(os.path.dirname(os.path.abspath(tfrecord_dir)), "examples_artifact")
     splits = [s for s in SPLITS if os.path.isdir(os.path.join(tfrecord_dir, s))]
     for split in splits:
         target = os.path.join(uri, f"Split-{split}")
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(os.path.join(tfrecord_dir, split), target)
+    report = os.path.join(tfrecord_dir, ingest_report.REPORT_FILE)
+    if os.path.isfile(report):  # ImageExampleGen keeps it there; the Trainer reads it
+        shutil.copyfile(report, os.path.join(uri, ingest_report.REPORT_FILE))
     return import_artifact(
         node_id,
         standard_artifacts.Examples,
@@ -212,7 +216,7 @@ class LocalRun:
                 components=upstream_nodes(component),
                 enable_cache=enable_cache,
                 metadata_connection_config=self.connection_config(),
-                beam_pipeline_args=BEAM_PIPELINE_ARGS,
+                beam_pipeline_args=list(DEFAULT_BEAM_PIPELINE_ARGS),
             )
         )
         return self.outputs(component.id)

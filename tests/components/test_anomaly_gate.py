@@ -59,7 +59,7 @@ def test_unknown_mode_is_refused():
 @pytest.mark.slow  # a pipeline run up to the gate: ingest, ExampleGen, statistics, validation
 def test_blocked_run_exits_2_with_the_message(tmp_path):
     images = {
-        name: harness.coloured_images(3, colour, size=32) for name, colour in COLOURS.items()
+        name: harness.coloured_images(8, colour, size=32) for name, colour in COLOURS.items()
     }
     for name, encoded in images.items():
         os.makedirs(tmp_path / "images" / name)
@@ -83,6 +83,8 @@ def test_blocked_run_exits_2_with_the_message(tmp_path):
         "IMAGES": str(tmp_path / "images"),
         "OUTPUT": str(tmp_path / "output"),
         "SCHEMA": str(tmp_path / "schema.pbtxt"),
+        "VALIDATION_FRACTION": "0.3",  # of a bare <class>/ folder, as EVAL_FRACTION
+        "EVAL_FRACTION": "0.3",
         "IMAGE_SIZE": "32",
         "BACKBONE": "mobilenet_v2",
         "BACKBONE_WEIGHTS": "random",

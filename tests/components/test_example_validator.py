@@ -12,15 +12,18 @@ from tests.components.conftest import validate
 def test_clean_data_has_no_anomaly(tmp_path, statistics):
     anomalies = validate(statistics, str(tmp_path))
     assert anomaly_gate.read_anomalies(anomalies) == []
-    assert anomalies.get_json_value_custom_property("blessed") == {"train": 1, "eval": 1}
+    blessed = anomalies.get_json_value_custom_property("blessed")
+    assert blessed == {"train": 1, "validation": 1, "eval": 1}
 
 
-def test_missing_image_and_label_out_of_domain_are_the_anomalies(broken_anomalies):
+def test_missing_image_and_label_out_of_domain_are_the_anomalies(broken_anomalies, dataset):
     found = {(a.split, a.feature): a for a in anomaly_gate.read_anomalies(broken_anomalies)}
     assert sorted(found) == [("eval", features.LABEL_KEY), ("train", features.IMAGE_KEY)]
-    # 5 of 6 train examples have an image; the schema wants every one to.
+    # All train examples but one have an image; the schema wants every one to.
     assert "FEATURE_TYPE_LOW_FRACTION_PRESENT" in found["train", features.IMAGE_KEY].reasons
-    assert "actual = 0.833333" in found["train", features.IMAGE_KEY].description
+    present = 1 - 1 / dataset.total("train")
+    assert f"actual = {present:.6f}" in found["train", features.IMAGE_KEY].description
     # The schema's label domain starts at 0.
     assert found["eval", features.LABEL_KEY].reasons == ("INT_TYPE_SMALL_INT",)
-    assert broken_anomalies.get_json_value_custom_property("blessed") == {"train": 0, "eval": 0}
+    blessed = broken_anomalies.get_json_value_custom_property("blessed")
+    assert blessed == {"train": 0, "validation": 1, "eval": 0}

@@ -7,21 +7,18 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
-import time
 
 import pytest
 from tfx import v1 as tfx
-from tfx.dsl.components.base import executor_spec
 
 from components import pusher
 from tests import factories
 from tests.components import harness
 
 
-def _pusher(model, blessing, serving_dir: str) -> tfx.components.Pusher:
-    """The Pusher as pipeline/image_pipeline.py configures it."""
-    return tfx.components.Pusher(
-        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
+def _pusher(model, blessing, serving_dir: str) -> pusher.ImagePusher:
+    """The Pusher as pipeline/image_pipeline.py configures it (without a model card)."""
+    return pusher.ImagePusher(
         model=model.outputs[harness.IMPORT_KEY],
         model_blessing=blessing.outputs[harness.IMPORT_KEY],
         push_destination=tfx.proto.PushDestination(
@@ -61,10 +58,6 @@ def history(tmp_path_factory) -> dict:
         model_id = run.run(model)["result"][0].id
         model = harness.import_model(exports[name], node_id=f"model_{name}")
         blessing = harness.import_blessing(str(root / "blessings" / name), blessed, model_id)
-        # TFX's Pusher names a version by the second and, when that directory exists,
-        # records the push as done without copying: two pushes within one second would
-        # leave the second model unserved (a real run takes longer than a second).
-        time.sleep(1.0 - time.time() % 1.0)
         pushed = run.run(_pusher(model, blessing, serving_dir))["pushed_model"][0]
         steps[name] = {
             "model_id": model_id,

@@ -17,7 +17,7 @@ from tests.components.conftest import IMAGE_SIZE
 
 def _records(tfrecord_dir: str, split: str) -> list[bytes]:
     paths = sorted(glob.glob(os.path.join(tfrecord_dir, split, "*")))
-    return [r.numpy() for r in tf.data.TFRecordDataset(paths)]
+    return [r.numpy() for r in tf.data.TFRecordDataset(paths, compression_type="GZIP")]
 
 
 def test_graph_equals_independent_decode_and_resize(dataset, transform_graph):
@@ -31,7 +31,7 @@ def test_graph_equals_independent_decode_and_resize(dataset, transform_graph):
         transformed[features.LABEL_KEY].numpy().reshape(-1),
         raw[features.LABEL_KEY].numpy().reshape(-1),
     )
-    images_dir = os.path.join(os.path.dirname(dataset.output_dir), "images")
+    images_dir = os.path.join(os.path.dirname(os.path.abspath(dataset.output_dir)), "images")
     for record, got in zip(records, pixels, strict=True):
         example = tf.train.Example.FromString(record).features.feature
         source = example[features.SOURCE_PATH_KEY].bytes_list.value[0].decode()
