@@ -51,6 +51,8 @@ class PipelineConfig:
     class_weights: bool = False  # weight the loss by inverse training-class frequency
     early_stopping_patience: int = 0  # 0 = off; else stop on eval loss, restore the best weights
     label_smoothing: float = 0.0  # 0 = plain cross-entropy
+    # Data validation (components/anomaly_gate.py).
+    anomalies: str = "block"  # ExampleValidator anomalies: block = stop the run, warn = log, go on
     # Evaluation and blessing (components/eval_config.py; the rule is in the README).
     accuracy_threshold: float = 0.6  # absolute: eval accuracy must reach this to be pushed
     min_class_recall: float = 0.3  # every class's eval recall must reach this

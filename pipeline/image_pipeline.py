@@ -2,6 +2,7 @@
 
 ImageExampleGen (or ImportExampleGen over image TFRecords: EXAMPLES)
     -> StatisticsGen -> schema (ImportSchemaGen | SchemaGen) -> ExampleValidator
+    -> AnomalyGate (stops the run on anomalies, or warns: ANOMALIES)
     -> Transform (graph only, analyses train) -> Trainer (fits train, validates on validation)
     -> Evaluator (eval split only, + latest blessed)
     -> EvaluationReport (report + model card) -> Pusher (the card into assets.extra/)
@@ -15,6 +16,7 @@ import os
 from tfx import v1 as tfx
 
 from components import ingest, pusher
+from components.anomaly_gate import AnomalyGate, check_mode
 from components.eval_config import GateSettings, build_eval_config
 from components.image_example_gen import ImageExampleGen
 from components.modules import ingest_report
@@ -105,6 +107,13 @@ def create_pipeline(
             **classes,
         },
     )
+    # ExampleValidator only records anomalies; the gate stops the run on them before
+    # Transform and training (ANOMALIES=block) or only warns (ANOMALIES=warn).
+    gate = AnomalyGate(
+        anomalies=example_validator.outputs["anomalies"], mode=check_mode(config.anomalies)
+    )
+    transform.add_upstream_node(gate)
+    trainer.add_upstream_node(gate)
     latest_blessed_model = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -152,6 +161,7 @@ def create_pipeline(
             statistics_gen,
             schema_gen,
             example_validator,
+            gate,
             transform,
             trainer,
             latest_blessed_model,

@@ -18,6 +18,7 @@ import time  # noqa: E402
 from absl import logging  # noqa: E402
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # noqa: E402
 
+from components.anomaly_gate import AnomaliesFound  # noqa: E402
 from components.ingest import IngestError  # noqa: E402
 from components.modules.weights import WeightsError  # noqa: E402
 from pipeline.configs import PipelineConfig  # noqa: E402
@@ -35,10 +36,27 @@ def _log_progress_only(record) -> bool:
     )
 
 
-def _not_an_ingest_error(record) -> bool:
-    """Beam logs a failing step's exception with its traceback; an IngestError is the
-    user's data, reported once as a message (exit code 2), not as a crash."""
-    return not (record.exc_info and isinstance(record.exc_info[1], IngestError))
+# The user's data, not a crash: reported once as a message (exit code 2).
+_DATA_ERRORS = (IngestError, AnomaliesFound)
+
+
+def _not_a_data_error(record) -> bool:
+    """Beam logs a failing step's exception with its traceback; unusable photos and
+    anomalies the gate blocks on are reported by main() instead."""
+    return not (record.exc_info and isinstance(record.exc_info[1], _DATA_ERRORS))
+
+
+def _data_error_message(exc: Exception) -> str | None:
+    """The message of an IngestError (ImageExampleGen) or AnomaliesFound (AnomalyGate), or
+    None. Beam re-raises a component's error with " [while running ...]" appended (as its
+    own type when it can, else naming the type in the text)."""
+    text = str(exc)
+    prefixes = [f"{error.__name__}: " for error in _DATA_ERRORS if f"{error.__name__}: " in text]
+    if not isinstance(exc, _DATA_ERRORS) and not prefixes:
+        return None
+    for prefix in prefixes:
+        text = text.split(prefix, 1)[-1]
+    return text.split(" [while running")[0]
 
 
 def main() -> int:
@@ -47,22 +65,21 @@ def main() -> int:
         # On the logger itself: Beam's import installs a root handler that prints
         # absl's records too, and more handlers may come later.
         logging.get_absl_logger().addFilter(_log_progress_only)
-    std_logging.getLogger("apache_beam.runners.common").addFilter(_not_an_ingest_error)
+    std_logging.getLogger("apache_beam.runners.common").addFilter(_not_a_data_error)
     started_at = time.time()
     try:
         config = PipelineConfig.from_env()
         inputs = prepare_inputs(config)
+        pipeline = create_pipeline(config, inputs.images_dir, inputs.weights_record)
     except (IngestError, WeightsError, ValueError) as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return 2
     try:
-        BeamDagRunner().run(create_pipeline(config, inputs.images_dir, inputs.weights_record))
+        BeamDagRunner().run(pipeline)
     except Exception as exc:
-        # Unusable photos found by ImageExampleGen's workers. Beam re-raises a component's
-        # error with " [while running ...]" appended (as its own type when it can).
-        if not isinstance(exc, IngestError) and f"{IngestError.__name__}: " not in str(exc):
+        message = _data_error_message(exc)
+        if message is None:
             raise
-        message = str(exc).split(f"{IngestError.__name__}: ", 1)[-1].split(" [while running")[0]
         print(f"\nERROR: {message}", file=sys.stderr)
         return 2
     return report_run(config, inputs, started_at)

@@ -36,6 +36,7 @@ COMPONENTS = {
     "StatisticsGen",
     "ImportSchemaGen",
     "ExampleValidator",
+    "AnomalyGate",
     "Transform",
     "Trainer",
     "latest_blessed_model_resolver",

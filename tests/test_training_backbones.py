@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 from tfx import v1 as tfx
 
 from components.modules import backbones, export, features, trainer
@@ -81,3 +82,43 @@ def test_transform_applies_the_chosen_backbones_preprocessing(tmp_path, backbone
     assert pixels.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3)
     assert low - 1e-3 <= pixels.min() and pixels.max() <= high + 1e-3
     assert pixels.min() < 0 if low < 0 else pixels.min() >= 0
+
+
+def test_efficientnet_has_the_input_scaling_keras_adds_for_imagenet_weights():
+    """Keras builds EfficientNet's stem as Rescaling(1/255) -> Normalization -> multiply by
+    1/sqrt(ImageNet stddev) when weights="imagenet" (tf_keras/src/applications/
+    efficientnet.py: the ImageNet file's normalization holds the variance, and the original
+    network divides by it once more); weights=None leaves the multiply out, which feeds
+    the pretrained layers wrongly scaled inputs."""
+    network = backbones.get_backbone("efficientnet_b0").build(IMAGE_SIZE)
+    layers = [layer for layer in network.layers]
+    names = [layer.name for layer in layers]
+    normalization = names.index(
+        next(layer.name for layer in layers if isinstance(layer, tf_keras.layers.Normalization))
+    )
+    stem = names.index("stem_conv_pad")
+    scaling = layers[normalization + 1 : stem]
+    assert [type(layer).__name__ for layer in scaling] == ["TFOpLambda"]
+    assert scaling[0].get_config()["function"] == "math.multiply"
+
+    # Numerically: the stem feeds stem_conv_pad (x/255 - mean) / sqrt(var) / sqrt(stddev).
+    mean, variance = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]) ** 2
+    layers[normalization].set_weights(
+        [mean, variance] + layers[normalization].get_weights()[2:]
+    )
+    stem_input = tf_keras.Model(network.input, layers[stem].input)
+    pixels = np.random.default_rng(0).uniform(0, 255, (1, IMAGE_SIZE, IMAGE_SIZE, 3))
+    expected = (pixels / 255 - mean) / np.sqrt(variance) / np.sqrt([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(stem_input(pixels).numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_efficientnet_weights_files_round_trip(tmp_path):
+    """The built network (with its ImageNet stem) loads a weights file of its own shape."""
+    row = backbones.get_backbone("efficientnet_b0")
+    source = row.build(IMAGE_SIZE)
+    path = str(tmp_path / "efficientnet.h5")
+    source.save_weights(path)
+    target = row.build(IMAGE_SIZE)
+    target.load_weights(path)
+    for want, got in zip(source.get_weights(), target.get_weights(), strict=True):
+        np.testing.assert_array_equal(want, got)

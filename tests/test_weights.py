@@ -1,6 +1,14 @@
-"""Backbone weights: from a file, from Keras' cache, random only when allowed, clear errors."""
+"""Backbone weights: from a file, from Keras' cache, random only when allowed, clear errors.
+
+No test here touches the network: the failing-download cases point the backbone's
+origin at a local file:// address that does not exist, and a guard fails any test that
+opens a connection to another host, whether or not this machine is online.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import socket
 
 import numpy as np
 import pytest
@@ -9,6 +17,41 @@ import tf_keras
 from components.modules import backbones, model, weights
 
 RESNET = backbones.get_backbone("resnet50")
+
+
+LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch) -> list:
+    """Fail the test if anything resolves or connects to another host (a download)."""
+    attempts = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect(sock, address):
+        if isinstance(address, tuple) and address[0] not in LOCAL_HOSTS:
+            attempts.append(address[0])
+            raise OSError(f"this test forbids network access ({address[0]})")
+        return real_connect(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in LOCAL_HOSTS:
+            attempts.append(host)
+            raise socket.gaierror(f"this test forbids network access ({host})")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield attempts
+    assert not attempts, f"the test tried to reach the network: {attempts}"
+
+
+def unreachable(backbone: backbones.Backbone, tmp_path) -> backbones.Backbone:
+    """The backbone with its ImageNet origin at a local file that does not exist: Keras'
+    get_file fails exactly as a download would, without a download."""
+    return dataclasses.replace(
+        backbone, imagenet_origin=(tmp_path / "no-such-origin" / backbone.imagenet_file).as_uri()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +114,27 @@ def test_imagenet_comes_from_keras_cache(tmp_path, monkeypatch):
 def test_imagenet_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     with pytest.raises(weights.WeightsError) as error:
-        weights.resolve_weights(weights.IMAGENET, RESNET)
+        weights.resolve_weights(weights.IMAGENET, unreachable(RESNET, tmp_path))
     message = str(error.value)
+    assert "could not be downloaded" in message
     assert str(tmp_path / "keras" / "models" / RESNET.imagenet_file) in message
     assert "BACKBONE_WEIGHTS=" in message
 
 
 def test_random_fallback_only_when_allowed_and_loud(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    record = weights.resolve_weights(weights.IMAGENET, RESNET, allow_random_fallback=True)
+    record = weights.resolve_weights(
+        weights.IMAGENET, unreachable(RESNET, tmp_path), allow_random_fallback=True
+    )
     assert record["source"] == "random" and record["pretrained"] is False
     assert "NOT TRANSFER LEARNING" in record["warning"]
     assert "NOT TRANSFER LEARNING" in caplog.text
+
+
+def test_the_network_guard_catches_a_download(tmp_path, monkeypatch, no_network):
+    """The guard is real: Keras' get_file against the real https origin is stopped by it."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(weights.WeightsError):
+        weights.resolve_weights(weights.IMAGENET, RESNET)
+    assert no_network == ["storage.googleapis.com"]
+    no_network.clear()

@@ -7,10 +7,15 @@ are, and where Keras keeps its ImageNet weights. Adding a backbone is adding a r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 
 import tf_keras
+from tf_keras.src.applications import efficientnet as keras_efficientnet
 
 # Keras' own download locations and MD5 hashes for the include_top=False weights
 # (copied from tf_keras/src/applications/*.py, which keeps them private).
@@ -36,6 +41,46 @@ class Backbone:
         return self.constructor(
             include_top=False, weights=None, input_shape=(image_size, image_size, 3)
         )
+
+
+_GET_FILE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _keras_get_file_returns(path: str) -> Iterator[None]:
+    """Within the block, Keras' applications get `path` instead of downloading a file."""
+    data_utils = keras_efficientnet.data_utils
+    with _GET_FILE_LOCK:
+        original = data_utils.get_file
+        data_utils.get_file = lambda *args, **kwargs: path
+        try:
+            yield
+        finally:
+            data_utils.get_file = original
+
+
+def efficientnet_b0_as_for_imagenet(include_top: bool, weights, input_shape) -> tf_keras.Model:
+    """EfficientNetB0 exactly as Keras builds it for ImageNet weights, without a download.
+
+    Only with weights="imagenet" does Keras add the stem's multiply by 1/sqrt(ImageNet
+    stddev) after its Normalization layer (the ImageNet file stores the variance there and
+    the original network divides by the stddev once more); built with weights=None the
+    pretrained layers would see wrongly scaled inputs. So build it with "imagenet" and
+    hand Keras' file fetch the initial weights of a weights=None twin (the same weights
+    list: the multiply has none). The caller loads the real weights afterwards.
+    """
+    if weights is not None:
+        raise ValueError("weights load separately (components/modules/weights.py)")
+    twin = tf_keras.applications.EfficientNetB0(
+        include_top=include_top, weights=None, input_shape=input_shape
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "initial_weights.h5")
+        twin.save_weights(path)
+        with _keras_get_file_returns(path):
+            return tf_keras.applications.EfficientNetB0(
+                include_top=include_top, weights="imagenet", input_shape=input_shape
+            )
 
 
 def _row(name, constructor, preprocess_input, feature_dim, min_size, file, origin, md5, blocks):
@@ -75,7 +120,7 @@ BACKBONES: dict[str, Backbone] = {
         ),
         _row(
             "efficientnet_b0",
-            tf_keras.applications.EfficientNetB0,
+            efficientnet_b0_as_for_imagenet,
             # EfficientNet rescales and normalises inside the network: identity here.
             tf_keras.applications.efficientnet.preprocess_input,
             1280,

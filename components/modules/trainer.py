@@ -32,7 +32,7 @@ from tfx_bsl.public import tfxio
 
 from components.modules import augmentation, export, feature_cache, features, ingest_report, model
 from components.modules.backbones import get_backbone
-from components.modules.weights import log_loud_warning
+from components.modules.weights import log_loud_warning, weights_digest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,6 +299,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     class_names = config["class_names"]
     backbone = model.build_backbone(config["backbone"], config["image_size"], weights_record)
+    loaded_digest = weights_digest(backbone)
     head = model.build_head(
         get_backbone(config["backbone"]).feature_dim,
         len(class_names),
@@ -327,6 +328,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         {
             "backbone": config["backbone"],
             "backbone_weights": weights_record,
+            # False: the exported backbone is bit-identical to the loaded weights (the file's,
+            # or the random ones); True: training (fine-tuning) changed them.
+            "backbone_weights_changed": weights_digest(backbone) != loaded_digest,
             "image_size": config["image_size"],
             "epochs": options.epochs,
             "training_options": dataclasses.asdict(options),

@@ -34,6 +34,14 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
+def weights_digest(model: tf_keras.Model) -> str:
+    """SHA-256 over a model's weights in order: equal digests mean bit-identical weights."""
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def keras_home() -> str:
     """$KERAS_HOME, else ~/.keras: Keras 3's rule (tf_keras' get_file only knows ~/.keras)."""
     return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")

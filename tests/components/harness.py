@@ -30,12 +30,13 @@ from tfx.orchestration import metadata
 from tfx.types import artifact_utils, channel_utils, standard_artifacts
 
 from components import ingest
+from components.modules import ingest_report
 from pipeline.configs import COMMITTED_SCHEMA, DEFAULT_BEAM_PIPELINE_ARGS
 from tests import factories
 
 PIPELINE_NAME = "component-test"
 IMPORT_KEY = "result"  # the Importer's output key: importer.outputs[IMPORT_KEY]
-SPLITS = (ingest.TRAIN, ingest.EVAL)
+SPLITS = ingest.SPLITS
 
 
 # --- Fixture data -------------------------------------------------------------------
@@ -45,6 +46,7 @@ def ingest_images(
     root: str,
     images: Mapping[str, Mapping[str, Iterable[bytes]]],
     image_format: str = "png",
+    options: ingest.SplitOptions | None = None,
 ) -> ingest.IngestResult:
     """Write {split: {class: [encoded image]}} as an image folder and ingest it.
 
@@ -59,7 +61,7 @@ def ingest_images(
             for index, encoded in enumerate(encoded_images):
                 with open(os.path.join(folder, f"{index:03d}.{image_format}"), "wb") as f:
                     f.write(encoded)
-    return ingest.ingest(images_dir, os.path.join(root, "data"))
+    return ingest.ingest(images_dir, os.path.join(root, "data"), options or ingest.SplitOptions())
 
 
 def coloured_images(count: int, color: tuple[int, int, int], size: int = 32, seed: int = 0):
@@ -91,15 +93,29 @@ def import_artifact(
     ).with_id(node_id)
 
 
+def import_output(artifact: types.Artifact, node_id: str) -> tfx.dsl.Importer:
+    """An artifact another LocalRun produced (a fixture's StatisticsGen or Transform
+    output, say), imported with its properties (split_names, span, ...)."""
+    properties = {}
+    for name, value in artifact.mlmd_artifact.properties.items():
+        kind = value.WhichOneof("value")
+        if kind in ("string_value", "int_value"):
+            properties[name] = getattr(value, kind)
+    return import_artifact(node_id, type(artifact), artifact.uri, properties=properties)
+
+
 def import_examples(tfrecord_dir: str, node_id: str = "examples") -> tfx.dsl.Importer:
-    """Examples from ingest's `train/` and `eval/` record folders, laid out as
-    ImportExampleGen lays them out (`Split-<name>/`) with the split_names property."""
+    """Examples from ingest's `<split>/` record folders, laid out as ExampleGen lays them
+    out (`Split-<name>/`, with ingest's report beside) with the split_names property."""
     uri = os.path.join(os.path.dirname(os.path.abspath(tfrecord_dir)), "examples_artifact")
     splits = [s for s in SPLITS if os.path.isdir(os.path.join(tfrecord_dir, s))]
     for split in splits:
         target = os.path.join(uri, f"Split-{split}")
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(os.path.join(tfrecord_dir, split), target)
+    report = os.path.join(tfrecord_dir, ingest_report.REPORT_FILE)
+    if os.path.isfile(report):  # ImageExampleGen keeps it there; the Trainer reads it
+        shutil.copyfile(report, os.path.join(uri, ingest_report.REPORT_FILE))
     return import_artifact(
         node_id,
         standard_artifacts.Examples,
@@ -163,7 +179,11 @@ def upstream_nodes(node: base_node.BaseNode) -> list[base_node.BaseNode]:
             continue
         found[current.id] = current
         for channel in current.inputs.values():
-            for single in channel_utils.get_individual_channels(channel):
+            try:
+                singles = channel_utils.get_individual_channels(channel)
+            except NotImplementedError:  # a Resolver's query channels: no producer node
+                singles = []
+            for single in singles:
                 producer = getattr(single, "producer_component", None)
                 if producer is not None:
                     pending.append(producer)
@@ -218,6 +238,7 @@ class LocalRun:
                 if event.type in (
                     metadata_store_pb2.Event.OUTPUT,
                     metadata_store_pb2.Event.DECLARED_OUTPUT,
+                    metadata_store_pb2.Event.INTERNAL_OUTPUT,  # what a Resolver resolved
                 ):
                     by_key.setdefault(event.path.steps[0].key, []).append(event.artifact_id)
             result = {}
@@ -243,4 +264,3 @@ class LocalRun:
             )
             latest = max(m.store.get_executions_by_context(context.id), key=lambda e: e.id)
             return metadata_store_pb2.Execution.State.Name(latest.last_known_state)
-
