@@ -46,6 +46,15 @@ class PipelineConfig:
     class_weights: bool = False  # weight the loss by inverse training-class frequency
     early_stopping_patience: int = 0  # 0 = off; else stop on eval loss, restore the best weights
     label_smoothing: float = 0.0  # 0 = plain cross-entropy
+    backbone_dtype: str = "float32"  # float32 | bfloat16: compute dtype of the cached features
+    # Tuning (components/modules/tuner.py): TUNE=true adds TFX's Tuner before the Trainer;
+    # its search runs on the cached features and the Trainer takes the best values.
+    tune: bool = False
+    tune_trials: int = 20  # trial budget (random search)
+    tune_learning_rates: str = "0.0003,0.001,0.003,0.01"  # values tried, comma-separated
+    tune_dropouts: str = "0.0,0.2,0.5"
+    tune_epochs: str = "3,5,10"
+    tune_label_smoothings: str = "0.0,0.1"
     # Evaluation and blessing.
     accuracy_threshold: float = 0.6  # absolute: eval accuracy must reach this to be pushed
     accuracy_max_drop: float = 0.01  # vs the last blessed model: may be at most this worse
@@ -84,6 +93,11 @@ class PipelineConfig:
     @property
     def metadata_path(self) -> str:
         return os.path.join(self.output, "metadata.sqlite")
+
+    @property
+    def feature_cache_dir(self) -> str:
+        """Backbone features kept across runs, one folder per key (feature_cache.py)."""
+        return os.path.join(self.pipeline_root, "FeatureCache")
 
     @property
     def serving_model_dir(self) -> str:

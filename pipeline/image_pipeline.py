@@ -1,7 +1,8 @@
 """The component graph, built from arguments and nothing else.
 
 ImportExampleGen -> StatisticsGen -> schema (ImportSchemaGen | SchemaGen) -> ExampleValidator
-                 -> Transform (graph only) -> Trainer -> Evaluator (+ latest blessed) -> Pusher
+                 -> Transform (graph only) -> [Tuner, TUNE=true] -> Trainer
+                 -> Evaluator (+ latest blessed) -> Pusher
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from tfx.dsl.components.base import executor_spec
 from components import pusher
 from components.eval_config import build_eval_config
 from components.modules.trainer import TrainingOptions
+from components.modules.tuner import TuningOptions
 from pipeline.configs import MODULES_DIR, PipelineConfig
 
 TRANSFORM_MODULE = os.path.join(MODULES_DIR, "preprocessing.py")
 TRAINER_MODULE = os.path.join(MODULES_DIR, "trainer.py")
+TUNER_MODULE = os.path.join(MODULES_DIR, "tuner.py")
 
 # Knobs that PipelineConfig and the Trainer's TrainingOptions share, passed by name.
 TRAINING_KNOBS = tuple(
@@ -28,7 +31,14 @@ TRAINING_KNOBS = tuple(
 )
 
 # In-process DirectRunner: one worker keeps peak memory at one copy of the model.
-BEAM_PIPELINE_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+# The container image names where remote Beam workers find TFX (TFX's own image); without
+# any such dependency flag, every Beam component would first copy TFX's installed tree and
+# build an sdist of it to stage (seconds each), which the in-process runner never reads.
+BEAM_PIPELINE_ARGS = [
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
+    "--sdk_container_image=gcr.io/tfx-oss-public/tfx:1.16.0",
+]
 
 
 def create_pipeline(
@@ -66,23 +76,44 @@ def create_pipeline(
         materialize=False,
         disable_statistics=True,
     )
+    train_args = tfx.proto.TrainArgs(splits=["train"])
+    eval_args = tfx.proto.EvalArgs(splits=["eval"])
+    training_config = {
+        # Every TrainingOptions field that is also a pipeline knob, by name: a knob
+        # added to both reaches run_fn without being listed here.
+        **{name: getattr(config, name) for name in TRAINING_KNOBS},
+        "image_size": config.image_size,
+        "backbone": config.backbone,
+        "weights": weights_record,
+        "class_names": list(class_names),
+        "class_counts": [int(c) for c in class_counts] if class_counts else [],
+        # Backbone features persist here across runs, keyed by what determines them.
+        "feature_cache_dir": config.feature_cache_dir,
+    }
+    tuner = None
+    if config.tune:
+        # Searches the head on the cached features, on the Trainer's own splits.
+        tuner = tfx.components.Tuner(
+            module_file=TUNER_MODULE,
+            examples=example_gen.outputs["examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=train_args,
+            eval_args=eval_args,
+            custom_config={
+                **training_config,
+                **{f.name: getattr(config, f.name) for f in dataclasses.fields(TuningOptions)},
+            },
+        )
     trainer = tfx.components.Trainer(
         module_file=TRAINER_MODULE,
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={
-            # Every TrainingOptions field that is also a pipeline knob, by name: a knob
-            # added to both reaches run_fn without being listed here.
-            **{name: getattr(config, name) for name in TRAINING_KNOBS},
-            "image_size": config.image_size,
-            "backbone": config.backbone,
-            "weights": weights_record,
-            "class_names": list(class_names),
-            "class_counts": [int(c) for c in class_counts] if class_counts else [],
-        },
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
+        train_args=train_args,
+        eval_args=eval_args,
+        custom_config=training_config,
     )
     latest_blessed_model = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -116,6 +147,7 @@ def create_pipeline(
             schema_gen,
             example_validator,
             transform,
+            *([tuner] if tuner else []),
             trainer,
             latest_blessed_model,
             evaluator,
