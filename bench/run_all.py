@@ -1,10 +1,11 @@
 """`make bench`: every benchmark in one run, their Markdown tables in one file.
 
-Runs the serving benchmark, then the training benchmark (each writes its own
-bench/results/<name>.json and .md), and concatenates the Markdown into
-bench/results/README.md. About 20-30 minutes on 2 cores.
+Runs the serving benchmark, the training benchmark and, when BENCH_IMAGES names a photo
+folder, the whole-pipeline benchmark (each writes its own bench/results/<name>.json and
+.md), and concatenates the Markdown into bench/results/README.md. About 20-30 minutes on
+2 cores, plus 15-30 for the pipeline benchmark.
 
-    python -m bench.run_all
+    [BENCH_IMAGES=/path/to/photos] python -m bench.run_all
 """
 
 from __future__ import annotations
@@ -13,16 +14,22 @@ import os
 import time
 from collections.abc import Sequence
 
-from bench import serving_bench, training_bench
+from bench import pipeline_bench, serving_bench, training_bench
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BENCHES = (("serving", serving_bench.main), ("training", training_bench.main))
+IMAGE_BENCHES = (("pipeline", pipeline_bench.main),)  # need BENCH_IMAGES
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     del argv  # each benchmark runs with its defaults
     sections = []
-    for name, run in BENCHES:
+    benches = BENCHES
+    if os.environ.get(pipeline_bench.IMAGES_ENV):
+        benches += IMAGE_BENCHES
+    else:
+        print(f"{pipeline_bench.IMAGES_ENV} not set: skipping the pipeline benchmark", flush=True)
+    for name, run in benches:
         start = time.perf_counter()
         print(f"== {name} benchmark", flush=True)
         run([])

@@ -19,12 +19,13 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from components.eval_config import ACCURACY_METRIC
-from components.modules import export
+from components.modules import export, feature_cache
 from components.modules.weights import log_loud_warning
 from pipeline.configs import PipelineConfig
 from pipeline.inputs import PreparedInputs
 
 EXIT_NOT_PUSHED = 3
+TUNER_RESULTS_FILE = "tuner_results.json"  # TFX Tuner executor's file in TunerResults
 _STATE = metadata_store_pb2.Execution.State
 
 
@@ -105,6 +106,13 @@ def eval_metrics(evaluation_uri: str) -> dict:
     return metrics
 
 
+def tuner_summary(tuner_results_uri: str) -> dict:
+    """The Tuner's trials (TFX writes them best first: trial_id, score, hyperparameters)."""
+    with open(os.path.join(tuner_results_uri, TUNER_RESULTS_FILE)) as f:
+        trials = json.load(f)
+    return {"trials": len(trials), "best": trials[0] if trials else None, "all": trials}
+
+
 def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float) -> int:
     store = _store(config)
     run = latest_run(store, config.pipeline_name)
@@ -140,9 +148,16 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
     trained = components.get("Trainer", {}).get("outputs", {}).get("Model")
     if trained:
         serving_dir = os.path.join(trained[0].uri, "Format-Serving")
-        summary["model_metadata_backbone_weights"] = export.read_training_metadata(serving_dir).get(
-            "backbone_weights"
-        )
+        training_metadata = export.read_training_metadata(serving_dir)
+        summary["model_metadata_backbone_weights"] = training_metadata.get("backbone_weights")
+        summary["feature_cache"] = {
+            **training_metadata.get("feature_cache", {}),
+            "dir": config.feature_cache_dir,
+            "size_bytes": feature_cache.store_size_bytes(config.feature_cache_dir),
+        }
+    tuner_results = components.get("Tuner", {}).get("outputs", {}).get("TunerResults")
+    if tuner_results:
+        summary["tuner"] = tuner_summary(tuner_results[0].uri)
     with open(config.summary_path, "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     print(format_summary(summary, config))
@@ -183,6 +198,17 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
             f"(threshold {config.accuracy_threshold}, max drop vs last blessed "
             f"{config.accuracy_max_drop})"
         )
+    cache = summary.get("feature_cache")
+    if cache and cache.get("used"):
+        lines.append(
+            f"feature cache: {'reused, no backbone pass' if cache['reused'] else 'computed'} "
+            f"({cache['backbone_images']} images through the backbone); "
+            f"{cache['size_bytes'] / 1e6:.1f} MB on disk in {cache['dir']}"
+        )
+    tuner = summary.get("tuner")
+    if tuner and tuner["best"]:
+        best = {k: v for k, v in tuner["best"].items() if k != "trial_id"}
+        lines.append(f"tuner: {tuner['trials']} trials; best {best}")
     lines.append(f"blessed: {summary.get('blessed')}")
     if summary["pushed"]:
         lines.append(f"PUSHED MODEL: {summary['pushed_path']}")

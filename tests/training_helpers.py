@@ -98,14 +98,6 @@ def serve(export_dir: str, images: list[bytes]) -> np.ndarray:
     return outputs[features.PROBABILITIES_KEY].numpy()
 
 
-def in_memory(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
-    """The same (image, label) batches, as a dataset of known length."""
-    images, labels = zip(*dataset.as_numpy_iterator(), strict=True)
-    return tf.data.Dataset.from_tensor_slices(
-        (np.concatenate(images), np.concatenate(labels))
-    ).batch(batch_size)
-
-
 def fn_args(
     tmp_path, backbone: str, image_size: int, train_files, eval_files, run: str = "1", **config
 ) -> tfx.components.FnArgs:
@@ -118,6 +110,7 @@ def fn_args(
         train_files=list(train_files),
         eval_files=list(eval_files),
         transform_output=transform_dir,
+        transform_graph_path=transform_dir,
         serving_model_dir=os.path.join(str(tmp_path), f"serving_{run}"),
         model_run_dir=os.path.join(str(tmp_path), f"run_{run}"),
         working_dir=os.path.join(str(tmp_path), f"work_{run}"),

@@ -143,11 +143,15 @@ def compile_model(
     learning_rate: float,
     num_classes: int | None = None,
     label_smoothing: float = 0.0,
+    steps_per_execution: int = 1,
 ) -> None:
+    """`steps_per_execution` > 1 runs that many batches per call into the graph: the head
+    alone is so small that Python's per-step overhead would dominate (Tuner trials)."""
     if label_smoothing and num_classes is None:
         raise ValueError("label_smoothing needs num_classes")
     model.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate),
         loss=sparse_loss(num_classes or 0, label_smoothing),
         metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=steps_per_execution,
     )

@@ -19,13 +19,14 @@ from collections.abc import Mapping
 
 import keras_tuner
 import tensorflow_transform as tft
-import tf_keras
 from tfx import v1 as tfx
 
 from components.modules import model, trainer
 from components.modules.backbones import get_backbone
 
 OBJECTIVE = "val_accuracy"
+# Batches per graph call in a trial: a trial's cost is then its tracing, not Python.
+STEPS_PER_EXECUTION = 64
 
 
 def _values(text: str, kind: type) -> list:
@@ -60,34 +61,54 @@ class TuningOptions:
         return hp
 
 
-class HeadHyperModel(keras_tuner.HyperModel):
-    """The Trainer's head (model.build_head, compiled like train_network does), with the
-    epoch count a hyperparameter too."""
+class HeadTuner(keras_tuner.Tuner):
+    """Random search over the Trainer's head (model.build_head, compiled like
+    train_network does), the epoch count a hyperparameter too.
 
-    def __init__(self, feature_dim: int, num_classes: int, seed: int):
-        super().__init__(name="head")
+    KerasTuner's own build-and-fit path only accepts Keras 3 models, and the project's
+    models are tf_keras (Keras 2, see the stack notes): overriding run_trial, KerasTuner's
+    documented hook for custom training, keeps its oracle, search loop and results, which
+    is all TFX's Tuner executor reads.
+    """
+
+    def __init__(self, feature_dim: int, num_classes: int, seed: int, **kwargs):
+        super().__init__(**kwargs)
         self.feature_dim, self.num_classes, self.seed = feature_dim, num_classes, seed
 
-    def build(self, hp: keras_tuner.HyperParameters) -> tf_keras.Model:
+    def run_trial(self, trial, x, validation_data, class_weight=None, verbose=0) -> dict:
+        hp = trial.hyperparameters
         head = model.build_head(self.feature_dim, self.num_classes, hp.get("dropout"), self.seed)
         model.compile_model(
-            head, hp.get("learning_rate"), self.num_classes, hp.get("label_smoothing")
+            head,
+            hp.get("learning_rate"),
+            self.num_classes,
+            hp.get("label_smoothing"),
+            steps_per_execution=STEPS_PER_EXECUTION,
         )
-        return head
-
-    def fit(self, hp: keras_tuner.HyperParameters, network: tf_keras.Model, *args, **kwargs):
-        return network.fit(*args, epochs=hp.get("epochs"), **kwargs)
+        history = head.fit(
+            x,
+            validation_data=validation_data,
+            epochs=hp.get("epochs"),
+            class_weight=class_weight,
+            verbose=verbose,
+        )
+        # The Trainer keeps the last epoch's head: score that one.
+        return {OBJECTIVE: float(history.history[OBJECTIVE][-1])}
 
 
 def build_tuner(
     tuning: TuningOptions, feature_dim: int, num_classes: int, seed: int, directory: str
-) -> keras_tuner.RandomSearch:
-    return keras_tuner.RandomSearch(
-        HeadHyperModel(feature_dim, num_classes, seed),
-        objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
-        max_trials=tuning.tune_trials,
-        hyperparameters=tuning.search_space(),
-        seed=seed,
+) -> HeadTuner:
+    return HeadTuner(
+        feature_dim,
+        num_classes,
+        seed,
+        oracle=keras_tuner.oracles.RandomSearchOracle(
+            objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
+            max_trials=tuning.tune_trials,
+            hyperparameters=tuning.search_space(),
+            seed=seed,
+        ),
         directory=directory,
         project_name="head",
         overwrite=True,
@@ -98,7 +119,8 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     config = fn_args.custom_config
     options = trainer.TrainingOptions.from_config(config)
     tuning = TuningOptions.from_config(config)
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    transform_graph = fn_args.transform_graph_path or fn_args.transform_output
+    tf_transform_output = tft.TFTransformOutput(transform_graph)
 
     def dataset(files):
         # Unshuffled: this pass only feeds the backbone once (or not at all on a hit).
@@ -109,7 +131,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     keys = trainer.cache_keys(
         fn_args.train_files,
         fn_args.eval_files,
-        fn_args.transform_output,
+        transform_graph,
         config["backbone"],
         config["weights"],
         config["image_size"],
