@@ -161,7 +161,12 @@ def run_pipeline(name: str, images_dir: str, output: str, image_size: int, **kno
 
 def markdown(results: dict) -> str:
     m, f, b = results["meta"], results["floor"], results["backbone"]
-    first, rerun, tune, bf16 = (results["runs"][k] for k in ("first", "rerun", "tune", "bf16"))
+    failed = [k for k, run in results["runs"].items() if "failed" in run]
+    if failed:
+        return "# Pipeline bench\n\nFAILED runs: " + ", ".join(failed) + " (see pipeline.json)\n"
+    first, rerun, tune = (results["runs"][k] for k in ("first", "rerun", "tune"))
+    # Without the bf16 pipeline run (--no-bf16-run), its column stays empty.
+    bf16 = results["runs"].get("bf16", {"components": {}, "states": {}, "trainer_phases": {}})
     load = ", ".join(f"{x:.1f}" for x in m["load_average_before"])
     lines = [
         "# Pipeline: first run, head-only re-run and Tuner against the compute floor",
@@ -201,7 +206,9 @@ def markdown(results: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append(
         "| process start and imports (wall minus the pipeline's clock) | "
-        + " | ".join(f"{r['startup_seconds']:.1f}" for r in (first, rerun, tune, bf16))
+        + " | ".join(
+            f"{r.get('startup_seconds', math.nan):.1f}" for r in (first, rerun, tune, bf16)
+        )
         + " |"
     )
     lines.append(
@@ -229,7 +236,7 @@ def markdown(results: dict) -> str:
         f"{first['trainer_phases'].get('feature_seconds', float('nan')):.1f} | "
         f"{bf16['trainer_phases'].get('feature_seconds', float('nan')):.1f} | |",
         f"| eval accuracy (Evaluator, float32 model served) | {first['accuracy']:.3f} | "
-        f"{bf16['accuracy']:.3f} | |",
+        f"{bf16.get('accuracy') or math.nan:.3f} | |",
         "",
         f"bfloat16 features against float32 on the same photos: cosine similarity min "
         f"{b['bf16_cosine_min']:.4f}, mean {b['bf16_cosine_mean']:.4f}; relative error "
@@ -249,6 +256,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--floor-passes", type=int, default=3)
     parser.add_argument("--floor-images", type=int, default=128)
+    parser.add_argument(
+        "--no-bf16-run",
+        dest="bf16_run",
+        action="store_false",
+        help="skip the BACKBONE_DTYPE=bfloat16 pipeline run (bare bf16 figures stay)",
+    )
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     if not args.images:
@@ -268,9 +281,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "head-only", images_dir, output, args.image_size, learning_rate=0.002
     )
     runs["tune"] = run_pipeline("tune", images_dir, output, args.image_size, tune="true")
-    runs["bf16"] = run_pipeline(
-        "bf16", images_dir, output, args.image_size, backbone_dtype="bfloat16"
-    )
+    if args.bf16_run:
+        runs["bf16"] = run_pipeline(
+            "bf16", images_dir, output, args.image_size, backbone_dtype="bfloat16"
+        )
+    if "failed" in runs["first"]:
+        raise SystemExit("the first run failed: nothing to compare")
     counts = runs["first"]["counts"]
     rate = backbone["float32_images_per_s"]
     floor = {
@@ -296,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "ratios": {
             "first_run_to_floor": runs["first"]["wall_seconds"] / floor["seconds"],
             "rerun_to_first_run": runs["rerun"]["wall_seconds"] / runs["first"]["wall_seconds"],
-            "tuner_to_train_pass": runs["tune"]["components"].get("Tuner", math.nan)
+            "tuner_to_train_pass": runs["tune"].get("components", {}).get("Tuner", math.nan)
             / floor["train_pass_seconds"],
         },
     }

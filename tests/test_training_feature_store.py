@@ -144,7 +144,15 @@ def test_a_corrupt_or_torn_cache_file_is_detected_and_recomputed(parts, tmp_path
 
 
 def _fn_args(tmp_path, store: str, **config) -> tfx.components.FnArgs:
-    train, eval_ = _raw_files(tmp_path)
+    # The same record files for every run, as ImportExampleGen's cached artifact is.
+    # (Re-serialising the same tf.Examples may order their feature map differently: the
+    # key, over the files' bytes, would then rightly see other records.)
+    train, eval_ = (
+        str(tmp_path / "raw" / "train.tfrecord"),
+        str(tmp_path / "raw_100" / "eval.tfrecord"),
+    )
+    if not os.path.exists(train):
+        _raw_files(tmp_path)
     return training_helpers.fn_args(
         tmp_path, BACKBONE, IMAGE_SIZE, [train], [eval_], feature_cache_dir=store, **config
     )
