@@ -16,11 +16,14 @@ export PYTHONWARNINGS ?= ignore::FutureWarning
 IMAGES ?=
 OUTPUT ?= output
 export IMAGES OUTPUT
-# Server knobs.
+# Server knobs: REST on PORT, gRPC on GRPC_PORT (TF Serving's 8501 and 8500).
 PORT ?= 8501
+GRPC_PORT ?= 8500
 HOST ?= 127.0.0.1
 
-.PHONY: help setup run ingest serve predict test test-fast lint bench bench-serving clean
+TENSORBOARD_PORT ?= 6006
+
+.PHONY: help setup chromium run ingest compile-kubeflow report tensorboard serve predict test test-fast lint bench bench-serving clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -34,19 +37,37 @@ $(VENV)/.synced: pyproject.toml uv.lock .python-version
 	"$$PY310" -m uv sync --frozen --python "$$PY310"
 	@touch $@
 
-setup: $(VENV)/.synced  ## build .venv from uv.lock (no-op when nothing changed)
+setup: $(VENV)/.synced chromium  ## build .venv from uv.lock (no-op when nothing changed)
+
+# Headless Chromium for the report's browser test (tests/test_report.py): Debian's
+# package, installed when missing and we are root; otherwise say how.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else echo "chromium is missing: install Debian's chromium package (apt-get install chromium)"; fi
 
 run: setup  ## the whole pipeline; IMAGES=<dir> for your folder, OUTPUT=<dir> for its outputs
 	$(PY) pipeline/local_runner.py
 
-ingest: setup  ## only ingest IMAGES into OUTPUT/data
-	$(PY) -m components.ingest "$(IMAGES)" "$(OUTPUT)/data" $(if $(EVAL_FRACTION),--eval-fraction $(EVAL_FRACTION))
+ingest: setup  ## only ingest IMAGES into OUTPUT/data (image TFRecords for EXAMPLES=)
+	$(PY) -m components.ingest "$(IMAGES)" "$(OUTPUT)/data" $(if $(EVAL_FRACTION),--eval-fraction $(EVAL_FRACTION)) $(if $(VALIDATION_FRACTION),--validation-fraction $(VALIDATION_FRACTION)) --beam-pipeline-args "$(BEAM_PIPELINE_ARGS)"
 
-serve: setup  ## TF Serving REST API over OUTPUT/serving on PORT
-	$(PY) -m serving.server --model-base-path "$(OUTPUT)/serving" --host $(HOST) --port $(PORT)
+compile-kubeflow: setup  ## Vertex AI / Kubeflow v2 PipelineJob JSON in OUTPUT/kubeflow_v2/
+	$(PY) pipeline/kubeflow_v2_runner.py
 
-predict: setup  ## classify IMAGES (files or a folder) through the server on HOST:PORT
-	$(PY) -m serving.client predict --url http://$(HOST):$(PORT) --model $(or $(MODEL_NAME),image_classifier) "$(IMAGES)"
+report: setup  ## rebuild a past run's evaluation report into OUTPUT/report; RUN=<pipeline run id> (default: latest)
+	$(PY) -m pipeline.report $(if $(RUN),--run "$(RUN)")
+
+tensorboard: setup  ## TensorBoard on the Trainer's logs of OUTPUT, at HOST:TENSORBOARD_PORT
+	$(PY) -m tensorboard.main --logdir "$(OUTPUT)/pipeline_root/Trainer/model_run" --host $(HOST) --port $(TENSORBOARD_PORT)
+
+serve: setup  ## TF Serving's REST (PORT) and gRPC (GRPC_PORT) APIs over OUTPUT/serving, or MODEL_CONFIG_FILE
+	$(PY) -m serving.server $(if $(MODEL_CONFIG_FILE),--model_config_file "$(MODEL_CONFIG_FILE)",--model-base-path "$(OUTPUT)/serving") \
+		--host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
+
+predict: setup  ## classify IMAGES (files or a folder) through the server on HOST:PORT (GRPC=1: gRPC on GRPC_PORT)
+	$(PY) -m serving.client predict --url http://$(HOST):$(PORT) $(if $(GRPC),--grpc $(HOST):$(GRPC_PORT)) --model $(or $(MODEL_NAME),image_classifier) "$(IMAGES)"
 
 test: setup  ## the whole test suite, end-to-end runs included
 	$(PY) -m pytest -q

@@ -1,14 +1,17 @@
-"""REST serving cost: the model server against calling the SavedModel in-process.
+"""Serving cost: REST and gRPC through the model server against the in-process SavedModel.
 
-Why: the REST layer (HTTP, JSON, base64, threads, batching) should cost little next to the
-model itself. One run measures, on the same images and the same SavedModel:
-- in-process `signatures["serving_default"]` calls at batch 8 and batch 1;
-- REST :predict through `python -m serving.server` at concurrency 1 and 8, batch 8 and 1,
-  with request batching on (the server's default) and off;
-and reports images/s, p50/p99 request latency and REST/in-process throughput at the same batch
-size. Results: bench/results/serving.json and serving.md.
+Why: the API layers (HTTP + JSON + base64, or gRPC + TensorProto; threads; batching) should
+cost little next to the model itself, and warm-up should take the first-request cost off a
+freshly loaded version. One run measures, on the same images and the same SavedModel:
+- in-process `signatures["serving_default"]` calls at batch 8;
+- REST :predict and gRPC Predict (official stubs) through one `python -m serving.server`, batch
+  8, concurrency 1 and 8 (request batching on, the server's default);
+- the first request's latency on a version hot-swapped in while the server runs, with the
+  version's warm-up records replayed on load (the default) and with --no-enable-model-warmup;
+and reports images/s, p50/p99 request latency and API/in-process throughput.
+Results: bench/results/serving.json and serving.md.
 
-    python -m bench.serving_bench [--model-dir DIR] [--images DIR] [--requests-images 128]
+    python -m bench.serving_bench [--model-dir DIR] [--images DIR] [--requests-images 256]
 
 Without --model-dir it exports the project's model with a ResNet50 backbone at 224x224 (random
 weights: same compute as a trained one) into bench/work/, reused by later runs.
@@ -17,11 +20,12 @@ weights: same compute as a trained one) into bench/work/, reused by later runs.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import platform
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,7 +45,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg")
 
 @dataclass
 class Result:
-    path: str  # "in-process" or "REST"
+    path: str  # "in-process", "REST" or "gRPC"
     batching: str  # server request batching: "on", "off", "-" for in-process
     batch: int
     concurrency: int
@@ -140,38 +144,31 @@ def bench_in_process(function, images: list[bytes], batch: int, total: int) -> R
     return summarize("in-process", "-", batch, 1, latencies, time.perf_counter() - started)
 
 
-def bench_rest(url: str, images: list[bytes], batch: int, concurrency: int, total: int, batching):
-    import base64
-
-    bodies = [
-        json.dumps({"instances": [{"b64": base64.b64encode(i).decode()} for i in chunk]}).encode()
-        for chunk in batches(images, batch, total)
-    ]
-    endpoint = f"{url}/v1/models/{MODEL_NAME}:predict"
-    headers = {"Content-Type": "application/json"}
+def run_clients(send, payloads: list, concurrency: int) -> tuple[list[float], float]:
+    """`concurrency` threads sending the payloads (each thread warms up once first)."""
     latencies: list[float] = []
     failures: list[str] = []
-    next_index = iter(range(len(bodies)))
+    next_index = iter(range(len(payloads)))
     lock = threading.Lock()
+    barrier = threading.Barrier(concurrency + 1)
 
     def worker() -> None:
-        with httpx.Client(timeout=300) as client:
-            client.post(endpoint, content=bodies[0], headers=headers)  # warm-up + connection
-            barrier.wait()
-            while True:
+        send(payloads[0])  # warm-up + connection
+        barrier.wait()
+        while True:
+            with lock:
+                index = next(next_index, None)
+            if index is None:
+                return
+            t0 = time.perf_counter()
+            try:
+                send(payloads[index])
+            except Exception as exc:
                 with lock:
-                    index = next(next_index, None)
-                if index is None:
-                    return
-                t0 = time.perf_counter()
-                response = client.post(endpoint, content=bodies[index], headers=headers)
-                elapsed = time.perf_counter() - t0
-                with lock:
-                    latencies.append(elapsed)
-                    if response.status_code != 200:
-                        failures.append(response.text[:200])
+                    failures.append(str(exc)[:200])
+            with lock:
+                latencies.append(time.perf_counter() - t0)
 
-    barrier = threading.Barrier(concurrency + 1)
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
@@ -182,54 +179,119 @@ def bench_rest(url: str, images: list[bytes], batch: int, concurrency: int, tota
     wall = time.perf_counter() - started
     if failures:
         raise RuntimeError(f"{len(failures)} failed requests, e.g. {failures[0]}")
-    return summarize("REST", batching, batch, concurrency, latencies, wall)
+    return latencies, wall
 
 
-class Server:
-    def __init__(self, base: str, batching: bool, log_path: str):
-        import socket
+def rest_body(chunk: list[bytes]) -> bytes:
+    return json.dumps(
+        {"instances": [{"b64": base64.b64encode(i).decode()} for i in chunk]}
+    ).encode()
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [
-            sys.executable, "-m", "serving.server", "--model-base-path", base,
-            "--port", str(self.port), "--enable-batching" if batching else "--no-enable-batching",
-        ]  # fmt: skip
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+
+def rest_sender(url: str):
+    endpoint = f"{url}/v1/models/{MODEL_NAME}:predict"
+    local = threading.local()
+
+    def send(body: bytes) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=300)
+        response = local.client.post(
+            endpoint, content=body, headers={"Content-Type": "application/json"}
         )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited; see {log_path}")
-            try:
-                status = httpx.get(f"{self.url}/v1/models/{MODEL_NAME}", timeout=5).json()
-                if any(v["state"] == "AVAILABLE" for v in status.get("model_version_status", [])):
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"server not ready; see {log_path}")
+        if response.status_code != 200:
+            raise RuntimeError(response.text[:200])
 
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self._log.close()
+    return send
 
 
-def markdown(results: list[Result], meta: dict) -> str:
+def grpc_request(chunk: list[bytes]):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL_NAME
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(chunk))
+    return request
+
+
+def grpc_sender(channel):
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def send(request) -> None:
+        stub.Predict(request, timeout=300)
+
+    return send
+
+
+def bench_api(kind: str, send, payloads: list, batch: int, concurrency: int) -> Result:
+    latencies, wall = run_clients(send, payloads, concurrency)
+    return summarize(kind, "on", batch, concurrency, latencies, wall)
+
+
+def push_version(export_dir: str, model_dir: str, version: int, warmup: bool) -> None:
+    """A new version made of links to the export's files, with or without warm-up records,
+    published with one rename."""
+    temporary = os.path.join(model_dir, f".push-{version}")
+    os.makedirs(os.path.join(temporary, "assets.extra"))
+    for name in os.listdir(export_dir):
+        if name != "assets.extra":
+            os.symlink(os.path.join(export_dir, name), os.path.join(temporary, name))
+    if warmup:
+        from components.modules import warmup as warmup_records
+
+        warmup_records.write_warmup_requests(temporary)
+    os.rename(temporary, os.path.join(model_dir, str(version)))
+
+
+def first_request_after_swap(base: str, export_dir: str, images, warmup: bool) -> dict:
+    """Start a server on version 1, hot-swap version 2 in, time its first and second request."""
+    from serving.process import ServerProcess
+
+    model_dir = os.path.join(base, MODEL_NAME)
+    label = "with" if warmup else "without"
+    server = ServerProcess(
+        base,
+        os.path.join(base, f"server-warmup-{label}.log"),
+        *([] if warmup else ["--no-enable-model-warmup"]),
+        poll=0.5,
+    )
+    try:
+        server.wait_available(MODEL_NAME)
+        version = 2 + int(warmup)
+        loading = time.perf_counter()
+        push_version(export_dir, model_dir, version, warmup)
+        server.wait_available(MODEL_NAME, timeout=600, version=version)
+        load_seconds = time.perf_counter() - loading
+        send = rest_sender(server.url)
+        body = rest_body(images[:8])
+        t0 = time.perf_counter()
+        send(body)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        send(body)
+        second = time.perf_counter() - t0
+    finally:
+        server.stop()
+        shutil.rmtree(os.path.join(model_dir, str(2 + int(warmup))), ignore_errors=True)
+    return {
+        "warmup": label,
+        "first_request_ms": 1000 * first,
+        "second_request_ms": 1000 * second,
+        "push_to_available_s": load_seconds,
+    }
+
+
+def markdown(results: list[Result], swaps: list[dict], meta: dict) -> str:
     lines = [
-        "# REST serving vs in-process SavedModel",
+        "# Serving: REST and gRPC vs in-process SavedModel",
         "",
         f"Model: {meta['model']}; {meta['images']} distinct JPEGs ({meta['image_kb']:.1f} KB "
         f"mean), {meta['images_per_scenario']} images per scenario; {meta['machine']}.",
         "",
         "| path | server batching | batch | concurrency | requests | images/s | p50 ms | "
-        "p99 ms | REST / in-process |",
+        "p99 ms | API / in-process |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -237,6 +299,18 @@ def markdown(results: list[Result], meta: dict) -> str:
         lines.append(
             f"| {r.path} | {r.batching} | {r.batch} | {r.concurrency} | {r.requests} | "
             f"{r.images_per_s:.2f} | {r.p50_ms:.0f} | {r.p99_ms:.0f} | {ratio} |"
+        )
+    lines += [
+        "",
+        "First request (batch 8, REST) on a version hot-swapped in while the server runs:",
+        "",
+        "| warm-up on load | first request ms | second request ms | push to AVAILABLE s |",
+        "|---|---|---|---|",
+    ]
+    for swap in swaps:
+        lines.append(
+            f"| {swap['warmup']} | {swap['first_request_ms']:.0f} | "
+            f"{swap['second_request_ms']:.0f} | {swap['push_to_available_s']:.1f} |"
         )
     lines += ["", meta["note"], ""]
     return "\n".join(lines)
@@ -252,46 +326,61 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    meta_load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
     export_dir = version_dir(args.model_dir) if args.model_dir else default_model()
     images = load_images(args.images, args.num_images)
     total = args.requests_images
     results = []
+    import grpc
     import tensorflow as tf
 
-    function = tf.saved_model.load(export_dir).signatures["serving_default"]
-    for batch in (8, 1):
-        print(f"in-process batch {batch} ...", flush=True)
-        results.append(bench_in_process(function, images, batch, total))
+    from serving.process import ServerProcess
 
+    batch = 8
+    function = tf.saved_model.load(export_dir).signatures["serving_default"]
+    print(f"in-process batch {batch} ...", flush=True)
+    results.append(bench_in_process(function, images, batch, total))
+    del function
+
+    work = batches(images, batch, total)
     os.makedirs(WORK, exist_ok=True)
+    swaps = []
     with tempfile.TemporaryDirectory(dir=WORK) as base:
         os.makedirs(os.path.join(base, MODEL_NAME))
         os.symlink(os.path.abspath(export_dir), os.path.join(base, MODEL_NAME, "1"))
-        for batching in (True, False):
-            log_path = os.path.join(base, f"server-batching-{batching}.log")
-            server = Server(base, batching, log_path)
-            try:
-                for batch, concurrency in ((8, 1), (8, 8), (1, 1), (1, 8)):
-                    label = "on" if batching else "off"
-                    print(f"REST batching {label} batch {batch} concurrency {concurrency} ...")
-                    results.append(bench_rest(server.url, images, batch, concurrency, total, label))
-            finally:
-                server.stop()
+        server = ServerProcess(base, os.path.join(base, "server.log"))
+        try:
+            server.wait_available(MODEL_NAME, timeout=600)
+            rest_bodies = [rest_body(chunk) for chunk in work]
+            grpc_requests = [grpc_request(chunk) for chunk in work]
+            with grpc.insecure_channel(server.grpc_target) as channel:
+                for concurrency in (1, 8):
+                    print(f"REST batch {batch} concurrency {concurrency} ...", flush=True)
+                    send = rest_sender(server.url)
+                    results.append(bench_api("REST", send, rest_bodies, batch, concurrency))
+                    print(f"gRPC batch {batch} concurrency {concurrency} ...", flush=True)
+                    send = grpc_sender(channel)
+                    results.append(bench_api("gRPC", send, grpc_requests, batch, concurrency))
+        finally:
+            server.stop()
+        for warmup in (False, True):
+            print(f"hot swap, warm-up {'on' if warmup else 'off'} ...", flush=True)
+            swaps.append(first_request_after_swap(base, export_dir, images, warmup))
 
     in_process = {r.batch: r.images_per_s for r in results if r.path == "in-process"}
     for r in results:
-        if r.path == "REST":
+        if r.path != "in-process":
             r.ratio = r.images_per_s / in_process[r.batch]
-    at_8 = {
-        (r.batching, r.concurrency): r.ratio for r in results if r.path == "REST" and r.batch == 8
-    }
+    at_8 = {(r.path, r.concurrency): r.ratio for r in results if r.path != "in-process"}
     note = (
-        f"REST / in-process throughput at batch 8 (server defaults, batching on): "
-        f"{at_8[('on', 1)]:.2f} at concurrency 1, {at_8[('on', 8)]:.2f} at concurrency 8 "
-        f"(goal >= 0.9). At concurrency 8 REST beats the in-process loop, which makes one "
-        f"call at a time: the server overlaps two calls (--num-threads = CPUs) and merges "
-        f"queued requests (batching on vs off is the measured gain of batching)."
+        f"API / in-process throughput at batch 8: REST {at_8[('REST', 1)]:.2f} and gRPC "
+        f"{at_8[('gRPC', 1)]:.2f} at concurrency 1, REST {at_8[('REST', 8)]:.2f} and gRPC "
+        f"{at_8[('gRPC', 8)]:.2f} at concurrency 8. The in-process loop makes one call at a "
+        f"time; the server overlaps calls (--num-threads = CPUs) and merges queued requests. "
+        f"The machine was shared with other jobs during this run "
+        f"(load average at start {meta_load}), so absolute figures are noisy; the rows were "
+        f"measured back to back in one run."
     )
     meta = {
         "model": os.path.abspath(export_dir),
@@ -303,8 +392,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "serving.json"), "w") as f:
-        json.dump({"meta": meta, "results": [asdict(r) for r in results]}, f, indent=2)
-    table = markdown(results, meta)
+        json.dump(
+            {"meta": meta, "results": [asdict(r) for r in results], "hot_swap": swaps}, f, indent=2
+        )
+    table = markdown(results, swaps, meta)
     with open(os.path.join(args.out, "serving.md"), "w") as f:
         f.write(table)
     print(table)

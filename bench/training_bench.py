@@ -60,9 +60,7 @@ def prepare_data(images_per_class: int) -> str:
     images_dir = demo_data.generate_demo_images(
         os.path.join(WORK, f"demo_{images_per_class}"), images_per_class=images_per_class
     )
-    result = ingest.ingest(
-        images_dir, os.path.join(WORK, f"data_{images_per_class}"), progress=False
-    )
+    result = ingest.ingest(images_dir, os.path.join(WORK, f"data_{images_per_class}"))
     print(f"ingested: train {result.total('train')}, eval {result.total('eval')}", flush=True)
     return result.tfrecord_dir
 

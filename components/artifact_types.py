@@ -10,3 +10,9 @@ from tfx.types import artifact
 
 class ExtraAssets(artifact.Artifact):
     TYPE_NAME = "ImageTransferExtraAssets"
+
+
+class EvaluationReport(artifact.Artifact):
+    """A folder with the evaluation report (index.html, report.json) and the model card."""
+
+    TYPE_NAME = "ImageTransferEvaluationReport"

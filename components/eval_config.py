@@ -1,26 +1,214 @@
-"""The Evaluator's TFMA configuration: metrics, slices and the blessing thresholds."""
+"""The Evaluator's TFMA configuration: metrics, plots, slices and the blessing gate.
+
+The gate is four TFMA thresholds, so TFMA's own validator decides the blessing and
+records every failed rule in the Evaluator's validation result:
+
+- accuracy_threshold: overall accuracy >= ACCURACY_THRESHOLD;
+- majority_class: overall accuracy > the eval split's majority-class rate (a metric
+  of our own, accuracy_over_majority, computed from TFMA's MultiClassConfusionMatrixPlot
+  of the same slice: the class counts are known only once the eval split is read);
+- class_recall: every class's recall >= MIN_CLASS_RECALL (the accuracy of the
+  per-class slice `label_text=<class>` is that class's recall; per-class slices gate
+  through this rule only);
+- vs_baseline (only when a blessed baseline exists): the upper end of the 95 %
+  confidence interval of (candidate - baseline) accuracy >= -ACCURACY_MAX_DROP, i.e.
+  a candidate is refused only when it is worse than the baseline by more than
+  ACCURACY_MAX_DROP beyond sampling noise.
+
+Why a metric of our own for the last rule: TFMA 0.47.1's metrics_validator compares
+`float(metric)`, which for a metric with a confidence interval
+(types.ValueWithTDistribution) is the unsampled point estimate, so TFMA's intervals
+never influence a threshold by themselves. Its Poisson bootstrap does compute the
+diff metrics inside every bootstrap replicate (both models' predictions on the same
+resampled examples: a paired interval), and a CIDerivedMetricComputation runs after
+the intervals exist and before validation. AccuracyDiffUpperBound turns the
+interval of the accuracy diff into one number (with TFMA's own interval formula,
+math_util.calculate_confidence_interval) that a plain change threshold can gate on.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.metrics import metric_types
+from tensorflow_model_analysis.utils import math_util
 
 from components.modules import features
 
 ACCURACY_METRIC = "sparse_categorical_accuracy"
+DIFF_UPPER_BOUND_METRIC = "accuracy_diff_ci_upper"
+OVER_MAJORITY_METRIC = "accuracy_over_majority"
+CONFUSION_MATRIX_PLOT_NAME = "multi_class_confusion_matrix_plot"
+# Accuracy and the majority rate are k/n fractions: "strictly above" is ">= this margin".
+STRICTLY_ABOVE = 1e-9
+CONFUSION_MATRIX_PLOT = "MultiClassConfusionMatrixPlot"
+CALIBRATION_BUCKETS = 10
+ROC_THRESHOLDS = 200
+
+# Rule names, as reported by pipeline/summary.py and the evaluation report.
+RULE_ACCURACY = "accuracy_threshold"
+RULE_MAJORITY = "majority_class"
+RULE_CLASS_RECALL = "class_recall"
+RULE_BASELINE = "vs_baseline"
 
 
-def build_eval_config(
-    num_classes: int, accuracy_threshold: float, accuracy_max_drop: float
-) -> tfma.EvalConfig:
-    """Accuracy gates the push: it must reach `accuracy_threshold`, and be at most
-    `accuracy_max_drop` below the last blessed model's (when there is one)."""
-    accuracy_gate = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": accuracy_threshold}),
+@dataclasses.dataclass(frozen=True)
+class GateSettings:
+    """The blessing gate's knobs (pipeline/configs.py)."""
+
+    accuracy_threshold: float
+    min_class_recall: float
+    accuracy_max_drop: float
+    beat_majority_class: bool = True
+
+
+def majority_rate(confusion_matrix) -> float:
+    """The largest class's share of the examples, from a MultiClassConfusionMatrixAtThresholds."""
+    per_class: dict[int, float] = {}
+    for entry in confusion_matrix.matrices[0].entries if confusion_matrix.matrices else []:
+        per_class[entry.actual_class_id] = (
+            per_class.get(entry.actual_class_id, 0.0) + entry.num_weighted_examples
+        )
+    total = sum(per_class.values())
+    return max(per_class.values()) / total if total else 0.0
+
+
+def _over_majority(
+    name: str = OVER_MAJORITY_METRIC,
+    eval_config: tfma.EvalConfig | None = None,
+    model_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    example_weighted: bool = False,
+) -> metric_types.MetricComputations:
+    computations = []
+    for model_name in model_names or [""]:
+        for output_name in output_names or [""]:
+            key = metric_types.MetricKey(
+                name,
+                model_name=model_name,
+                output_name=output_name,
+                example_weighted=example_weighted,
+            )
+
+            def result(metrics, key=key) -> dict:
+                accuracy = plot = None
+                for k, value in metrics.items():
+                    if getattr(k, "model_name", None) != key.model_name or k.is_diff:
+                        continue
+                    if k.name == ACCURACY_METRIC and not isinstance(k, metric_types.PlotKey):
+                        accuracy = float(value)  # the point estimate, as TFMA's validator
+                    elif k.name == CONFUSION_MATRIX_PLOT_NAME:
+                        plot = value
+                if accuracy is None or plot is None:
+                    return {}
+                return {key: accuracy - majority_rate(plot)}
+
+            computations.append(metric_types.CIDerivedMetricComputation(keys=[key], result=result))
+    return computations
+
+
+class AccuracyOverMajority(tfma.metrics.Metric):
+    """Accuracy minus the slice's majority-class rate (> 0: better than always answering
+    the largest class)."""
+
+    def __init__(self, name: str = OVER_MAJORITY_METRIC):
+        super().__init__(_over_majority, name=name)
+
+
+def _diff_upper_bound(
+    name: str = DIFF_UPPER_BOUND_METRIC,
+    eval_config: tfma.EvalConfig | None = None,
+    model_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    example_weighted: bool = False,
+) -> metric_types.MetricComputations:
+    baseline = tfma.utils.get_baseline_model_spec(eval_config) if eval_config else None
+    computations = []
+    for model_name in model_names or [""]:
+        if baseline is not None and model_name == baseline.name:
+            continue
+        for output_name in output_names or [""]:
+            source = metric_types.MetricKey(
+                ACCURACY_METRIC,
+                model_name=model_name,
+                output_name=output_name,
+                example_weighted=example_weighted,
+                is_diff=True,
+            )
+            # A diff key, so a change threshold applies to it, and TFX drops that
+            # threshold when there is no baseline (first run: nothing to compare).
+            key = metric_types.MetricKey(
+                name,
+                model_name=model_name,
+                output_name=output_name,
+                example_weighted=example_weighted,
+                is_diff=True,
+            )
+
+            def result(metrics, source=source, key=key) -> dict:
+                if source not in metrics:
+                    return {}
+                return {key: diff_interval(metrics[source])[2]}
+
+            computations.append(metric_types.CIDerivedMetricComputation(keys=[key], result=result))
+    return computations
+
+
+def diff_interval(value) -> tuple[float, float, float]:
+    """(point, lower, upper) of a TFMA metric value: the 95 % t-interval TFMA's writer
+    stores for a ValueWithTDistribution; a plain number (no interval could be computed)
+    is its own interval."""
+    if isinstance(value, tfma.types.ValueWithTDistribution):
+        _, lower, upper = math_util.calculate_confidence_interval(value)
+        return float(value.unsampled_value), float(lower), float(upper)
+    return float(value), float(value), float(value)
+
+
+class AccuracyDiffUpperBound(tfma.metrics.Metric):
+    """Upper end of the 95 % paired-bootstrap interval of (candidate - baseline) accuracy."""
+
+    def __init__(self, name: str = DIFF_UPPER_BOUND_METRIC):
+        super().__init__(_diff_upper_bound, name=name)
+
+
+def build_eval_config(num_classes: int, gate: GateSettings) -> tfma.EvalConfig:
+    overall = tfma.SlicingSpec()
+    per_class = tfma.SlicingSpec(feature_keys=[features.LABEL_TEXT_KEY])
+
+    def floor(value: float) -> tfma.MetricThreshold:
+        return tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": value})
+        )
+
+    accuracy_thresholds = [
+        tfma.PerSliceMetricThreshold(
+            slicing_specs=[overall], threshold=floor(gate.accuracy_threshold)
+        ),
+        tfma.PerSliceMetricThreshold(
+            slicing_specs=[per_class], threshold=floor(gate.min_class_recall)
+        ),
+    ]
+    majority_metrics = []
+    if gate.beat_majority_class:
+        majority_metrics.append(
+            tfma.MetricConfig(
+                class_name=AccuracyOverMajority.__name__,
+                module=__name__,
+                per_slice_thresholds=[
+                    tfma.PerSliceMetricThreshold(
+                        slicing_specs=[overall], threshold=floor(STRICTLY_ABOVE)
+                    )
+                ],
+            )
+        )
+    baseline_gate = tfma.MetricThreshold(
         change_threshold=tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -accuracy_max_drop - 1e-10},
-        ),
+            absolute={"value": -gate.accuracy_max_drop},
+        )
     )
+    class_ids = list(range(num_classes))
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
@@ -32,39 +220,67 @@ def build_eval_config(
                 model_type=tfma.TF_GENERIC,
             )
         ],
-        slicing_specs=[
-            tfma.SlicingSpec(),
-            tfma.SlicingSpec(feature_keys=[features.LABEL_TEXT_KEY]),
-        ],
+        slicing_specs=[overall, per_class],
+        options=tfma.Options(
+            compute_confidence_intervals={"value": True},
+            confidence_intervals=tfma.ConfidenceIntervalOptions(
+                method=tfma.ConfidenceIntervalOptions.POISSON_BOOTSTRAP
+            ),
+        ),
         metrics_specs=[
             tfma.MetricsSpec(
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
                     tfma.MetricConfig(
                         class_name="SparseCategoricalAccuracy",
-                        # The gate is the overall accuracy; per-class slices are reported
-                        # but do not gate (each is that class's recall).
+                        per_slice_thresholds=accuracy_thresholds,
+                    ),
+                    tfma.MetricConfig(class_name="SparseCategoricalCrossentropy"),
+                    tfma.MetricConfig(
+                        class_name=AccuracyDiffUpperBound.__name__,
+                        module=__name__,
                         per_slice_thresholds=[
                             tfma.PerSliceMetricThreshold(
-                                slicing_specs=[tfma.SlicingSpec()], threshold=accuracy_gate
+                                slicing_specs=[overall], threshold=baseline_gate
                             )
                         ],
                     ),
-                    tfma.MetricConfig(class_name="SparseCategoricalCrossentropy"),
+                    tfma.MetricConfig(
+                        class_name=CONFUSION_MATRIX_PLOT, config='{"thresholds": [0.0]}'
+                    ),
+                    *majority_metrics,
                 ]
             ),
             # One-vs-rest per class, macro-averaged: AUC, precision and recall are
-            # defined for any number of classes this way.
+            # defined for any number of classes this way; the per-class plots give
+            # the ROC / PR curves and the reliability diagram.
             tfma.MetricsSpec(
                 metrics=[
-                    tfma.MetricConfig(class_name="AUC"),
+                    # ROC_THRESHOLDS like the ROC plot: both read one histogram, and
+                    # TFMA's default 10,000 would be recomputed in every bootstrap replicate.
+                    tfma.MetricConfig(
+                        class_name="AUC", config=f'{{"num_thresholds": {ROC_THRESHOLDS}}}'
+                    ),
                     tfma.MetricConfig(class_name="Precision"),
                     tfma.MetricConfig(class_name="Recall"),
                 ],
-                binarize=tfma.BinarizationOptions(class_ids={"values": list(range(num_classes))}),
+                binarize=tfma.BinarizationOptions(class_ids={"values": class_ids}),
                 aggregate=tfma.AggregationOptions(
-                    macro_average=True, class_weights={i: 1.0 for i in range(num_classes)}
+                    macro_average=True, class_weights={i: 1.0 for i in class_ids}
                 ),
+            ),
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(
+                        class_name="ConfusionMatrixPlot",
+                        config=f'{{"num_thresholds": {ROC_THRESHOLDS}}}',
+                    ),
+                    tfma.MetricConfig(
+                        class_name="CalibrationPlot",
+                        config=f'{{"num_buckets": {CALIBRATION_BUCKETS}}}',
+                    ),
+                ],
+                binarize=tfma.BinarizationOptions(class_ids={"values": class_ids}),
             ),
         ],
     )

@@ -1,42 +1,60 @@
-"""Ingest an image folder into sharded TFRecords of tf.Example for ImportExampleGen.
+"""Image-folder ingest: list the photos, then decode, validate and split them on Beam workers.
 
-Accepts `<dir>/{train,test}/<class>/*` or a bare `<dir>/<class>/*` (split into train
-and eval deterministically). Every file is decoded with the decoder the model uses;
-whatever cannot be decoded is skipped and listed with its reason in the ingest report,
-never silently dropped. The original encoded bytes are stored as they are. The same
-input gives byte-identical output, and files whose content did not change keep their
-modification time, so ImportExampleGen's fingerprint (and every cached component
-downstream of it) survives a re-ingest.
+Two layouts: `<dir>/train/<class>/*` with a held-out `<dir>/test/<class>/*` (or eval/,
+validation/, val/), or a bare `<dir>/<class>/*`. Three splits come out:
+- train: fitting;
+- validation: early stopping and the Trainer's other decisions, carved out of train/ (or
+  out of the bare folder) by a hash of each file's content, `validation_fraction` of it;
+- eval: the user's test/ folder untouched (or `eval_fraction` of the bare folder, by the
+  same hash), seen only by the Evaluator.
+Hashing the content, not the name, keeps a file in its split when it is renamed or moved
+between class folders, and puts byte-identical copies in the same split.
+
+Every file is decoded with the decoder the model uses; what cannot be is skipped and listed
+with its reason in the report, never silently dropped. The original encoded bytes are
+stored, except for 8-bit paletted BMPs, which TensorFlow decodes wrongly (palette index as
+grey) and which are converted to PNG. Files are read through tf.io.gfile, so the folder may
+be local or in a bucket (gs://...).
+
+The listing happens in one process (it is what TFX fingerprints anyway); decoding, the
+report's aggregation and writing run as a Beam pipeline, so the work scales with the runner.
+The pipeline uses this through ImageExampleGen (components/image_example_gen.py); the CLI
+writes the same records to a folder, usable with ImportExampleGen (the EXAMPLES knob):
 
     python -m components.ingest IMAGES_DIR OUTPUT_DIR [--eval-fraction 0.2]
+        [--validation-fraction 0.2] [--beam-pipeline-args "--direct_num_workers=2"]
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import hashlib
+import io
 import json
-import math
 import os
+import shlex
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
+import apache_beam as beam
 import tensorflow as tf
-from tqdm import tqdm
 
 from components.modules import features
+from components.modules.ingest_report import LABELS_FILE, REPORT_FILE
 
-TRAIN, EVAL = "train", "eval"
-SPLITS = (TRAIN, EVAL)
+TRAIN, VALIDATION, EVAL = "train", "validation", "eval"
+SPLITS = (TRAIN, VALIDATION, EVAL)
 # Folder names accepted for the held-out split next to `train/`, in order of preference.
 EVAL_DIR_NAMES = ("test", "eval", "validation", "val")
-REPORT_FILE = "ingest_report.json"
-LABELS_FILE = "labels.txt"
-TFRECORD_DIR = "tfrecords"
-SHARD_TARGET_BYTES = 64 << 20
+# A file of the bare layout has no split until its content is hashed.
+UNSPLIT = "unsplit"
+# Larger images are skipped: decoding one would take more memory than a worker should
+# (Pillow's decompression-bomb limit is 89 Mpixel).
+MAX_PIXELS = 89_478_485
+# The listing Beam reads: a file, so a million paths do not go into the job graph.
+LISTING_FILE = "listing.jsonl"
 
 _MAGIC = (  # leading bytes -> format
     (b"\xff\xd8\xff", "jpeg"),
@@ -57,33 +75,52 @@ class IngestError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class SourceFile:
-    split: str
+    role: str  # TRAIN or EVAL (by folder), or UNSPLIT (bare layout)
     class_name: str
-    path: str  # absolute
+    path: str  # as listed: absolute, or a bucket URL
     relpath: str  # relative to the image folder, as recorded in examples and the report
+
+
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    images_dir: str
+    layout: str  # "split" (train/ + held-out folder) or "flat" (bare <class>/ folders)
+    class_names: tuple[str, ...]
+    files: tuple[SourceFile, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitOptions:
+    validation_fraction: float = 0.2  # of train/ (or of the bare folder)
+    eval_fraction: float = 0.2  # of the bare folder only
+
+    def check(self) -> None:
+        for name in ("validation_fraction", "eval_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise IngestError(f"{name.upper()} must be between 0 and 1, got {value}.")
+        if self.validation_fraction + self.eval_fraction >= 1.0:
+            raise IngestError(
+                "VALIDATION_FRACTION + EVAL_FRACTION must leave images to train on, got "
+                f"{self.validation_fraction} + {self.eval_fraction}."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
 class DecodedImage:
     source: SourceFile
-    encoded: bytes
+    encoded: bytes  # what the record stores: the file's bytes, or PNG for converted BMPs
     image_format: str
     height: int
     width: int
+    sha256: str  # of the file's original bytes: split assignment and duplicate detection
+    converted: str = ""  # why the bytes were converted, if they were
 
 
 @dataclasses.dataclass(frozen=True)
-class IngestResult:
-    output_dir: str
-    class_names: list[str]
-    counts: dict[str, dict[str, int]]  # split -> class -> valid images
-    skipped: list[dict]
-    report_path: str
-    labels_path: str
-    tfrecord_dir: str  # holds train/ and eval/ shards: ImportExampleGen's input_base
-
-    def total(self, split: str) -> int:
-        return sum(self.counts[split].values())
+class Skipped:
+    source: SourceFile
+    reason: str
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -97,81 +134,120 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+def bmp_bits_per_pixel(encoded: bytes) -> int | None:
+    """Bits per pixel of a BMP (BITMAPINFOHEADER or later), None for the old OS/2 header."""
+    if len(encoded) < 30 or int.from_bytes(encoded[14:18], "little") < 40:
+        return None
+    return int.from_bytes(encoded[28:30], "little")
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def _join(directory: str, name: str) -> str:
+    return directory.rstrip("/") + "/" + name
+
+
 def _subdirs(path: str) -> list[str]:
-    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not _is_hidden(e.name))
+    """Visible sub-folder names (gfile lists bucket folders with a trailing slash)."""
+    names = (n.rstrip("/") for n in tf.io.gfile.listdir(path))
+    return sorted(n for n in names if not _is_hidden(n) and tf.io.gfile.isdir(_join(path, n)))
 
 
-def _walk_files(root: str) -> Iterator[str]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        for name in sorted(filenames):
-            yield os.path.join(dirpath, name)
+def _check_names_decodable(images_dir: str) -> None:
+    """TF's file listing (and TFX's input fingerprint) raise on names that are not UTF-8."""
+    if "://" in images_dir:
+        return  # bucket object names are UTF-8 by definition
+    bad = []
+    for dirpath, dirnames, filenames in os.walk(os.fsencode(images_dir)):
+        for name in dirnames + filenames:
+            try:
+                name.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.append(os.path.join(dirpath, name).decode("utf-8", "backslashreplace"))
+    if bad:
+        shown = "\n  ".join(bad[:10]) + (
+            f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        )
+        raise IngestError(
+            f"{len(bad)} file or folder name(s) under {images_dir} are not valid UTF-8 "
+            f"(shown with \\x escapes):\n  {shown}\nTensorFlow and TFX cannot list them. "
+            "Rename them, e.g. `convmv -r -f latin1 -t utf8 --notest <folder>`."
+        )
 
 
-def _split_fraction(relpath: str) -> float:
-    """A stable pseudo-random number in [0, 1) per file, independent of the machine."""
-    return int(hashlib.sha256(relpath.encode()).hexdigest()[:12], 16) / float(1 << 48)
-
-
-def discover(images_dir: str, eval_fraction: float) -> tuple[str, list[str], list[SourceFile]]:
-    """Find (layout, class names, files) in either supported layout."""
-    images_dir = os.path.abspath(images_dir)
-    if not os.path.isdir(images_dir):
+def _layout(images_dir: str) -> tuple[str, str | None, list[str]]:
+    """(layout, held-out folder name, top-level folders); IngestError when unusable."""
+    if not tf.io.gfile.isdir(images_dir):
         raise IngestError(f"Image folder {images_dir} does not exist or is not a directory.")
     top = _subdirs(images_dir)
-    if "train" in top:
-        layout = "split"
-        eval_dir = next((d for d in EVAL_DIR_NAMES if d in top), None)
-        if eval_dir is None:
-            raise IngestError(
-                f"{images_dir} has train/ but no held-out folder; add one of "
-                f"{', '.join(n + '/' for n in EVAL_DIR_NAMES)} with the same class folders, "
-                "or put the class folders directly in the image folder to split automatically."
-            )
-        split_roots = {
-            TRAIN: os.path.join(images_dir, "train"),
-            EVAL: os.path.join(images_dir, eval_dir),
-        }
-        class_names = _subdirs(split_roots[TRAIN])
-        files = []
-        for split, root in split_roots.items():
-            for class_name in _subdirs(root):
-                for path in _walk_files(os.path.join(root, class_name)):
-                    files.append(
-                        SourceFile(split, class_name, path, os.path.relpath(path, images_dir))
-                    )
+    if "train" not in top:
+        return "flat", None, top
+    eval_dir = next((d for d in EVAL_DIR_NAMES if d in top), None)
+    if eval_dir is None:
+        raise IngestError(
+            f"{images_dir} has train/ but no held-out folder; add one of "
+            f"{', '.join(n + '/' for n in EVAL_DIR_NAMES)} with the same class folders, "
+            "or put the class folders directly in the image folder to split automatically."
+        )
+    return "split", eval_dir, top
+
+
+def input_pattern(images_dir: str) -> str:
+    """The glob (relative to images_dir) that covers every file ingest may read.
+
+    TFX fingerprints the files it matches (path, size, mtime): a change re-runs ingest,
+    no change lets the run use its cache. Files deeper than `<class>/<file>` are not
+    ingested (they are reported), so they need not be fingerprinted.
+    """
+    layout, _, _ = _layout(images_dir)
+    return "*/*/*" if layout == "split" else "*/*"
+
+
+def class_names(images_dir: str) -> list[str]:
+    """The sorted class folder names: label N is the N-th. Lists folders only."""
+    layout, _, top = _layout(images_dir)
+    return _subdirs(_join(images_dir, "train")) if layout == "split" else top
+
+
+def _class_files(class_dir: str) -> list[str]:
+    return sorted(tf.io.gfile.glob(_join(class_dir, "*")))
+
+
+def list_folder(images_dir: str) -> Listing:
+    """Find the layout, class names and files; IngestError for an unusable folder.
+
+    Lists only (no file is read), so it is cheap enough to run when the pipeline is
+    compiled, where it stops a run with a clear message before anything starts.
+    """
+    if "://" not in images_dir:
+        images_dir = os.path.abspath(images_dir)
+    images_dir = images_dir.rstrip("/")
+    _check_names_decodable(images_dir)
+    layout, eval_dir, top = _layout(images_dir)
+    files = []
+    if layout == "split":
+        roots = {TRAIN: _join(images_dir, "train"), EVAL: _join(images_dir, eval_dir)}
+        class_names = _subdirs(roots[TRAIN])
+        for role, root in roots.items():
             extra = set(_subdirs(root)) - set(class_names)
             if extra:
                 raise IngestError(
                     f"{root} has class folders that train/ lacks: {sorted(extra)}. "
                     "Every class needs training images; add them to train/ or remove the folders."
                 )
+            for class_name in _subdirs(root):
+                for path in _class_files(_join(root, class_name)):
+                    relpath = path[len(images_dir) + 1 :]
+                    files.append(SourceFile(role, class_name, path, relpath))
     else:
-        layout = "flat"
-        if not 0.0 < eval_fraction < 1.0:
-            raise IngestError(f"eval_fraction must be between 0 and 1, got {eval_fraction}.")
         class_names = top
-        files = []
         for class_name in class_names:
-            paths = list(_walk_files(os.path.join(images_dir, class_name)))
-            rels = [os.path.relpath(p, images_dir) for p in paths]
-            # Sort by a hash of the path: which files go to eval does not depend on the
-            # order the file system lists them, and adding files moves few others.
-            by_hash = sorted(
-                zip(rels, paths, strict=False), key=lambda rp: (_split_fraction(rp[0]), rp[0])
-            )
-            n_eval = round(len(by_hash) * eval_fraction)
-            if len(by_hash) >= 2:
-                n_eval = min(max(n_eval, 1), len(by_hash) - 1)
-            eval_rels = {rel for rel, _ in by_hash[:n_eval]}
-            for rel, path in zip(rels, paths, strict=False):
-                files.append(SourceFile(EVAL if rel in eval_rels else TRAIN, class_name, path, rel))
+            for path in _class_files(_join(images_dir, class_name)):
+                files.append(SourceFile(UNSPLIT, class_name, path, path[len(images_dir) + 1 :]))
     if not class_names:
-        loose = [e.name for e in os.scandir(images_dir) if e.is_file()]
+        loose = [n for n in tf.io.gfile.listdir(images_dir) if not n.endswith("/")]
         raise IngestError(
             f"No class folders in {images_dir}"
             + (f" (found {len(loose)} loose files)" if loose else "")
@@ -183,48 +259,119 @@ def discover(images_dir: str, eval_fraction: float) -> tuple[str, list[str], lis
             f"Only one class ({class_names[0]!r}) in {images_dir}: a classifier needs at least "
             "two class folders."
         )
-    return layout, class_names, files
+    empty = [c for c in class_names if not any(f.class_name == c and f.role != EVAL for f in files)]
+    if empty:
+        raise IngestError(
+            f"No training files for class(es) {', '.join(map(repr, empty))} in {images_dir}. "
+            "Add images or remove the class folder."
+        )
+    # Records are written in this order (on one worker; many workers mix further): a hash
+    # of the path interleaves the classes, so no stretch of records is one class.
+    files.sort(key=lambda f: hashlib.sha256(f.relpath.encode()).hexdigest())
+    return Listing(images_dir, layout, tuple(class_names), tuple(files))
 
 
-def _decode(source: SourceFile) -> DecodedImage | str:
-    """The decoded image's facts, or the reason the file is skipped."""
-    name = os.path.basename(source.path)
-    if _is_hidden(name):
-        return "hidden file"
+def _paletted_bmp_to_png(encoded: bytes) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(encoded)).convert("RGB").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _header_pixels(encoded: bytes) -> int | None:
+    """Width x height from the header, without decoding; None when Pillow cannot tell."""
+    from PIL import Image
+
     try:
-        with open(source.path, "rb") as f:
+        width, height = Image.open(io.BytesIO(encoded)).size
+    except Exception:  # noqa: BLE001 - TF's decoder below gives the reason
+        return None
+    return width * height
+
+
+def decode_file(source: SourceFile) -> DecodedImage | Skipped:
+    """Read and decode one file with the model's decoder: its facts, or why it is skipped."""
+    if _is_hidden(os.path.basename(source.path)):
+        return Skipped(source, "hidden file")
+    try:
+        if tf.io.gfile.isdir(source.path):
+            return Skipped(
+                source,
+                "a folder inside a class folder: only files directly in "
+                "<class>/ are ingested; move its images up",
+            )
+        with tf.io.gfile.GFile(source.path, "rb") as f:
             encoded = f.read()
-    except OSError as exc:
-        return f"unreadable: {exc.strerror or exc}"
+    except (tf.errors.OpError, OSError) as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        return Skipped(
+            source,
+            f"unreadable: {message.splitlines()[0]} (a broken symlink or missing permission?)",
+        )
     if not encoded:
-        return "empty file (0 bytes)"
+        return Skipped(source, "empty file (0 bytes)")
     image_format = sniff_format(encoded[:16])
     if image_format is None:
-        return "not an image (content matches no image format)"
+        return Skipped(source, "not an image (content matches no image format)")
     if image_format not in features.SUPPORTED_FORMATS:
-        return (
+        return Skipped(
+            source,
             f"unsupported image format {image_format} (supported: "
-            f"{', '.join(features.SUPPORTED_FORMATS)}); convert it to JPEG or PNG"
+            f"{', '.join(features.SUPPORTED_FORMATS)}); convert it to JPEG or PNG",
         )
+    pixels = _header_pixels(encoded)
+    if pixels is not None and pixels > MAX_PIXELS:
+        return Skipped(
+            source,
+            f"too large: {pixels / 1e6:.0f} Mpixel (limit {MAX_PIXELS / 1e6:.0f}); downscale it",
+        )
+    sha256 = hashlib.sha256(encoded).hexdigest()
+    converted = ""
+    stored = encoded
+    if image_format == "bmp" and (bmp_bits_per_pixel(encoded) or 24) <= 8:
+        # TF decodes the palette index as grey; PNG keeps the colours and decodes the same
+        # in Transform and in the served model.
+        try:
+            stored = _paletted_bmp_to_png(encoded)
+        except Exception as exc:  # noqa: BLE001 - any Pillow failure means a broken file
+            return Skipped(source, f"corrupt or truncated bmp: {exc}")
+        image_format, converted = "png", "paletted BMP (TF decodes it wrongly): stored as PNG"
     try:
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image = tf.io.decode_image(stored, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as exc:
         detail = exc.message.split("}}")[-1].strip().splitlines()[0]
-        return f"corrupt or truncated {image_format}: {detail}"
+        return Skipped(source, f"corrupt or truncated {image_format}: {detail}")
     height, width = int(image.shape[0]), int(image.shape[1])
     if height == 0 or width == 0:
-        return f"{image_format} with no pixels ({width}x{height})"
-    return DecodedImage(source, encoded, image_format, height, width)
+        return Skipped(source, f"{image_format} with no pixels ({width}x{height})")
+    return DecodedImage(source, stored, image_format, height, width, sha256, converted)
 
 
-def _to_example(image: DecodedImage, label: int) -> tf.train.Example:
+def _unit_hash(sha256: str) -> float:
+    """A stable pseudo-random number in [0, 1) per content, independent of the machine."""
+    return int(sha256[:12], 16) / float(1 << 48)
+
+
+def assign_split(image: DecodedImage, options: SplitOptions) -> str:
+    if image.source.role == EVAL:
+        return EVAL
+    u = _unit_hash(image.sha256)
+    if image.source.role == TRAIN:
+        return VALIDATION if u < options.validation_fraction else TRAIN
+    if u < options.eval_fraction:
+        return EVAL
+    return VALIDATION if u < options.eval_fraction + options.validation_fraction else TRAIN
+
+
+def to_example(image: DecodedImage, label: int) -> bytes:
     def b(value: bytes) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
     def i(value: int) -> tf.train.Feature:
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
-    return tf.train.Example(
+    example = tf.train.Example(
         features=tf.train.Features(
             feature={
                 features.IMAGE_KEY: b(image.encoded),
@@ -237,173 +384,254 @@ def _to_example(image: DecodedImage, label: int) -> tf.train.Example:
             }
         )
     )
+    return example.SerializeToString(deterministic=True)
 
 
-def _write_if_changed(path: str, data: bytes) -> None:
-    """Replace `path` only when its content differs, so unchanged files keep their mtime."""
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            if f.read() == data:
-                return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
-    os.replace(tmp, path)
+def build_report(
+    listing: Listing,
+    options: SplitOptions,
+    kept: Iterable[tuple[str, str, str, str, str]],
+    skipped: Iterable[tuple[str, str, str, str]],
+) -> dict:
+    """kept: (split, class, relpath, sha256, converted); skipped: (role, class, relpath, reason)."""
+    kept = sorted(kept, key=lambda k: k[2])
+    skipped = sorted(skipped, key=lambda s: s[2])
+    counts = {split: {name: 0 for name in listing.class_names} for split in SPLITS}
+    by_content: dict[str, list[tuple[str, str]]] = {}
+    for split, class_name, relpath, sha256, _ in kept:
+        counts[split][class_name] += 1
+        by_content.setdefault(sha256, []).append((split, relpath))
+    duplicates = [
+        {"sha256": sha, "paths": [p for _, p in copies], "splits": sorted({s for s, _ in copies})}
+        for sha, copies in sorted(by_content.items())
+        if len(copies) > 1
+    ]
+    warnings = [
+        f"class {name!r} has no evaluation image: its accuracy is not measured"
+        for name in listing.class_names
+        if counts[EVAL][name] == 0
+    ]
+    leaks = [d for d in duplicates if EVAL in d["splits"] and len(d["splits"]) > 1]
+    if leaks:
+        warnings.append(
+            f"{len(leaks)} file(s) in the eval split are byte-identical to training or "
+            "validation files (listed under duplicates): the eval metrics are optimistic"
+        )
+    return {
+        "images_dir": listing.images_dir,
+        "layout": listing.layout,
+        "validation_fraction": options.validation_fraction,
+        "eval_fraction": options.eval_fraction if listing.layout == "flat" else None,
+        "class_names": list(listing.class_names),
+        "counts": counts,
+        "totals": {
+            **{split: sum(counts[split].values()) for split in SPLITS},
+            "skipped": len(skipped),
+        },
+        "skipped": [
+            {"path": rel, "split": None if role == UNSPLIT else role, "class": cls, "reason": why}
+            for role, cls, rel, why in skipped
+        ],
+        "converted": [{"path": k[2], "how": k[4]} for k in kept if k[4]],
+        "duplicates": duplicates,
+        "warnings": warnings,
+    }
 
 
-def _tfrecord_bytes(records: Iterable[bytes]) -> bytes:
-    """Serialise records in TFRecord framing (length, CRCs) without touching disk."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "shard")
-        with tf.io.TFRecordWriter(path) as writer:
-            for record in records:
-                writer.write(record)
-        with open(path, "rb") as f:
-            return f.read()
-
-
-def _write_shards(split_dir: str, records: list[bytes]) -> list[str]:
-    total_bytes = sum(len(r) for r in records)
-    num_shards = max(1, math.ceil(total_bytes / SHARD_TARGET_BYTES))
-    per_shard = math.ceil(len(records) / num_shards) if records else 0
-    names = []
-    for shard in range(num_shards):
-        name = f"images-{shard:05d}-of-{num_shards:05d}.tfrecord"
-        chunk = records[shard * per_shard : (shard + 1) * per_shard]
-        _write_if_changed(os.path.join(split_dir, name), _tfrecord_bytes(chunk))
-        names.append(name)
-    if os.path.isdir(split_dir):  # drop shards of an earlier run with another shard count
-        for stale in set(os.listdir(split_dir)) - set(names):
-            os.remove(os.path.join(split_dir, stale))
-    return names
-
-
-def ingest(
-    images_dir: str,
-    output_dir: str,
-    eval_fraction: float = 0.2,
-    workers: int | None = None,
-    progress: bool = True,
-) -> IngestResult:
-    """Validate every image under images_dir and write TFRecords, labels and a report."""
-    layout, class_names, files = discover(images_dir, eval_fraction)
-    label_of = {name: index for index, name in enumerate(class_names)}
-    files.sort(key=lambda s: (SPLITS.index(s.split), label_of[s.class_name], s.relpath))
-
-    valid: dict[str, list[bytes]] = {split: [] for split in SPLITS}
-    counts = {split: {name: 0 for name in class_names} for split in SPLITS}
-    skipped = []
-    # decode_image releases the GIL, so threads use every core; map keeps input order.
-    with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        results = pool.map(_decode, files)
-        for source, result in tqdm(
-            zip(files, results, strict=False),
-            total=len(files),
-            desc="ingest",
-            unit="file",
-            disable=not progress,
-            file=sys.stderr,
-        ):
-            if isinstance(result, str):
-                skipped.append(
-                    {
-                        "path": source.relpath,
-                        "split": source.split,
-                        "class": source.class_name,
-                        "reason": result,
-                    }
-                )
-                continue
-            example = _to_example(result, label_of[source.class_name])
-            valid[source.split].append(example.SerializeToString(deterministic=True))
-            counts[source.split][source.class_name] += 1
-
-    empty = [name for name in class_names if counts[TRAIN][name] == 0]
+def check_report(report: dict) -> None:
+    """IngestError when the valid images cannot make a pipeline run."""
+    counts, images_dir = report["counts"], report["images_dir"]
+    empty = [name for name in report["class_names"] if counts[TRAIN][name] == 0]
     if empty:
-        reasons = {s["class"]: s["reason"] for s in skipped if s["split"] == TRAIN}
+        reasons = {s["class"]: s["reason"] for s in report["skipped"]}
         raise IngestError(
             "No valid training image for class(es) "
             + ", ".join(
                 f"{name!r}" + (f" (e.g. skipped: {reasons[name]})" if name in reasons else "")
                 for name in empty
             )
-            + f" in {os.path.abspath(images_dir)}. Add decodable JPEG/PNG/GIF/BMP files "
+            + f" in {images_dir}. Add decodable JPEG/PNG/GIF/BMP files "
             "or remove the class folder."
+        )
+    if not any(counts[VALIDATION].values()):
+        raise IngestError(
+            f"No validation image from {images_dir}: the Trainer needs some. Add images or "
+            "raise VALIDATION_FRACTION."
         )
     if not any(counts[EVAL].values()):
         raise IngestError(
-            f"No valid evaluation image in {os.path.abspath(images_dir)}; the Evaluator "
-            "needs some. Add images to the held-out folder or raise the eval fraction."
+            f"No valid evaluation image in {images_dir}; the Evaluator needs some. Add images "
+            "to the held-out folder or raise EVAL_FRACTION."
         )
-    warnings = [
-        f"class {name!r} has no evaluation image: its accuracy is not measured"
-        for name in class_names
-        if counts[EVAL][name] == 0
-    ]
 
-    tfrecord_dir = os.path.join(output_dir, TFRECORD_DIR)
-    shards = {
-        split: _write_shards(os.path.join(tfrecord_dir, split), valid[split]) for split in SPLITS
-    }
-    labels_path = os.path.join(output_dir, LABELS_FILE)
-    _write_if_changed(labels_path, "".join(f"{name}\n" for name in class_names).encode())
-    report = {
-        "images_dir": os.path.abspath(images_dir),
-        "layout": layout,
-        "eval_fraction": eval_fraction if layout == "flat" else None,
-        "class_names": class_names,
-        "counts": counts,
-        "totals": {
-            TRAIN: sum(counts[TRAIN].values()),
-            EVAL: sum(counts[EVAL].values()),
-            "skipped": len(skipped),
-        },
-        "skipped": skipped,
-        "warnings": warnings,
-        "tfrecords": {
-            split: [f"{TFRECORD_DIR}/{split}/{n}" for n in shards[split]] for split in SPLITS
-        },
-    }
-    report_path = os.path.join(output_dir, REPORT_FILE)
-    _write_if_changed(report_path, (json.dumps(report, indent=2) + "\n").encode())
-    return IngestResult(
-        output_dir, class_names, counts, skipped, report_path, labels_path, tfrecord_dir
+
+def write_text_atomically(path: str, text: str) -> None:
+    """Readers never see half a file: write a temporary name, then rename (gfile: buckets)."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_listing(listing: Listing, directory: str) -> str:
+    """The listing as JSON lines for Beam to read: one file, not the whole list in the job graph."""
+    path = _join(directory, LISTING_FILE)
+    write_text_atomically(
+        path, "".join(json.dumps(dataclasses.asdict(f)) + "\n" for f in listing.files)
     )
+    return path
 
 
-def format_summary(result: IngestResult) -> str:
-    lines = [f"Ingested {len(result.class_names)} classes -> {result.tfrecord_dir}"]
+@beam.ptransform_fn
+def IngestImages(  # noqa: N802 - Beam's PTransform naming
+    pipeline: beam.Pipeline,
+    listing: Listing,
+    listing_path: str,
+    options: SplitOptions,
+    report_path: str,
+) -> dict[str, beam.PCollection]:
+    """Listing file -> {split: serialized tf.Examples}; writes the report to report_path."""
+    label_of = {name: index for index, name in enumerate(listing.class_names)}
+    decoded = (
+        pipeline
+        | "ReadListing" >> beam.io.ReadFromText(listing_path)
+        | "ParseListing" >> beam.Map(lambda line: SourceFile(**json.loads(line)))
+        | "Decode" >> beam.Map(decode_file)
+    )
+    valid, skipped = decoded | "Valid" >> beam.Partition(
+        lambda r, _: 0 if isinstance(r, DecodedImage) else 1, 2
+    )
+    with_split = valid | "AssignSplit" >> beam.Map(lambda d: (assign_split(d, options), d))
+    parts = with_split | "BySplit" >> beam.Partition(lambda kv, _: SPLITS.index(kv[0]), 3)
+    splits = {
+        name: parts[index]
+        | f"ToExample[{name}]"
+        >> beam.Map(lambda kv: to_example(kv[1], label_of[kv[1].source.class_name]))
+        for index, name in enumerate(SPLITS)
+    }
+    kept = with_split | "KeptFacts" >> beam.Map(
+        lambda kv: (
+            kv[0],
+            kv[1].source.class_name,
+            kv[1].source.relpath,
+            kv[1].sha256,
+            kv[1].converted,
+        )
+    )
+    skipped_facts = skipped | "SkippedFacts" >> beam.Map(
+        lambda s: (s.source.role, s.source.class_name, s.source.relpath, s.reason)
+    )
+    _ = (
+        pipeline
+        | "ReportTrigger" >> beam.Create([None])
+        | "Report"
+        >> beam.Map(
+            lambda _, k, s: write_text_atomically(
+                report_path, json.dumps(build_report(listing, options, k, s), indent=2) + "\n"
+            ),
+            beam.pvalue.AsList(kept),
+            beam.pvalue.AsList(skipped_facts),
+        )
+    )
+    return splits
+
+
+def format_summary(report: dict, location: str) -> str:
+    lines = [f"Ingested {len(report['class_names'])} classes -> {location}"]
     for split in SPLITS:
-        per_class = ", ".join(f"{k}={v}" for k, v in result.counts[split].items())
-        lines.append(f"  {split:5s} {result.total(split):6d} images ({per_class})")
-    lines.append(f"  skipped {len(result.skipped)} files (details: {result.report_path})")
-    for entry in result.skipped[:10]:
+        per_class = ", ".join(f"{k}={v}" for k, v in report["counts"][split].items())
+        lines.append(f"  {split:10s} {report['totals'][split]:6d} images ({per_class})")
+    lines.append(f"  skipped {len(report['skipped'])} files")
+    for entry in report["skipped"][:10]:
         lines.append(f"    {entry['path']}: {entry['reason']}")
-    if len(result.skipped) > 10:
-        lines.append(f"    ... and {len(result.skipped) - 10} more")
+    if len(report["skipped"]) > 10:
+        lines.append(f"    ... and {len(report['skipped']) - 10} more")
+    for warning in report["warnings"]:
+        lines.append(f"  warning: {warning}")
     return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestResult:
+    output_dir: str  # holds <split>/data_tfrecord-*.gz: EXAMPLES for ImportExampleGen
+    class_names: tuple[str, ...]
+    report: dict
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        return self.report["counts"]
+
+    @property
+    def report_path(self) -> str:
+        return _join(self.output_dir, REPORT_FILE)
+
+    @property
+    def tfrecord_dir(self) -> str:
+        """Holds one `<split>/` folder of records per split."""
+        return self.output_dir
+
+    @property
+    def skipped(self) -> list[dict]:
+        return self.report["skipped"]
+
+    def total(self, split: str) -> int:
+        return self.report["totals"][split]
+
+
+def ingest(
+    images_dir: str,
+    output_dir: str,
+    options: SplitOptions = SplitOptions(),
+    beam_pipeline_args: list[str] | None = None,
+) -> IngestResult:
+    """Outside the pipeline (the CLI, `make ingest`): the same records, in a folder.
+
+    Writes `<output_dir>/<split>/data_tfrecord-*.gz` (through ExampleGen's WriteSplit, as
+    ImageExampleGen does), labels.txt and the report.
+    """
+    from tfx.components.example_gen.write_split import WriteSplit
+
+    options.check()
+    listing = list_folder(images_dir)
+    report_path = _join(output_dir, REPORT_FILE)
+    with tempfile.TemporaryDirectory() as tmp:
+        listing_path = write_listing(listing, tmp)
+        with beam.Pipeline(argv=beam_pipeline_args or []) as pipeline:
+            splits = pipeline | IngestImages(listing, listing_path, options, report_path)
+            for name, records in splits.items():
+                split_dir = _join(output_dir, name)
+                if tf.io.gfile.exists(split_dir):
+                    tf.io.gfile.rmtree(split_dir)
+                _ = records | f"Write[{name}]" >> WriteSplit(split_dir, None)
+    with tf.io.gfile.GFile(report_path) as f:
+        report = json.load(f)
+    check_report(report)
+    write_text_atomically(
+        _join(output_dir, LABELS_FILE), "".join(f"{n}\n" for n in listing.class_names)
+    )
+    return IngestResult(output_dir, listing.class_names, report)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("images_dir", help="<dir>/<class>/* or <dir>/{train,test}/<class>/*")
-    parser.add_argument("output_dir", help="where tfrecords/, labels.txt and the report go")
+    parser.add_argument("output_dir", help="where <split>/ records, labels.txt and the report go")
+    parser.add_argument("--eval-fraction", type=float, default=SplitOptions.eval_fraction)
     parser.add_argument(
-        "--eval-fraction",
-        type=float,
-        default=0.2,
-        help="share of each class held out when there is no test/ folder",
+        "--validation-fraction", type=float, default=SplitOptions.validation_fraction
     )
-    parser.add_argument("--workers", type=int, default=None, help="decode threads")
+    parser.add_argument("--beam-pipeline-args", default="", help="e.g. --direct_num_workers=2")
     args = parser.parse_args(argv)
+    options = SplitOptions(args.validation_fraction, args.eval_fraction)
     try:
-        result = ingest(args.images_dir, args.output_dir, args.eval_fraction, args.workers)
+        result = ingest(
+            args.images_dir, args.output_dir, options, shlex.split(args.beam_pipeline_args)
+        )
     except IngestError as exc:
         print(f"ingest failed: {exc}", file=sys.stderr)
         return 2
-    print(format_summary(result))
+    print(format_summary(result.report, args.output_dir))
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from collections.abc import Mapping
 
 from components.modules.backbones import DEFAULT_BACKBONE
@@ -15,6 +16,15 @@ from components.modules.backbones import DEFAULT_BACKBONE
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
 MODULES_DIR = os.path.join(REPO_ROOT, "components", "modules")
+# In-process DirectRunner: one worker keeps peak memory at one copy of the model. The
+# container image names where remote Beam workers find TFX (TFX's own image); without any
+# such dependency flag, every Beam component would first copy TFX's installed tree and build
+# an sdist of it to stage (~10-25 s each), which the in-process runner never reads.
+DEFAULT_BEAM_PIPELINE_ARGS = (
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
+    "--sdk_container_image=gcr.io/tfx-oss-public/tfx:1.16.0",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +32,9 @@ class PipelineConfig:
     # Input and output.
     images: str = ""  # image folder; empty = generate the demo dataset under OUTPUT
     output: str = "output"  # everything a run writes lives under here
-    eval_fraction: float = 0.2  # held-out share per class when the folder has no test/
+    eval_fraction: float = 0.2  # eval share of a bare <class>/ folder (no test/ folder)
+    validation_fraction: float = 0.2  # validation share of train/ (or of a bare folder)
+    examples: str = ""  # image TFRecords (train/ validation/ eval/ + labels.txt) instead of IMAGES
     demo_images_per_class: int = 100  # size of the generated demo dataset
     # Names.
     pipeline_name: str = "image-transfer"
@@ -55,12 +67,18 @@ class PipelineConfig:
     tune_dropouts: str = "0.0,0.2,0.5"
     tune_epochs: str = "3,5,10"
     tune_label_smoothings: str = "0.0,0.1"
-    # Evaluation and blessing.
+    # Evaluation and blessing (components/eval_config.py; the rule is in the README).
     accuracy_threshold: float = 0.6  # absolute: eval accuracy must reach this to be pushed
-    accuracy_max_drop: float = 0.01  # vs the last blessed model: may be at most this worse
+    min_class_recall: float = 0.3  # every class's eval recall must reach this
+    beat_majority_class: bool = True  # eval accuracy must exceed the majority-class rate
+    accuracy_max_drop: float = 0.01  # refused only if worse than the last blessed model by
+    # more than this beyond noise (upper end of the paired 95% interval of the difference)
     # Orchestration.
     schema: str = COMMITTED_SCHEMA  # a schema.pbtxt for ImportSchemaGen, or "infer" (SchemaGen)
     enable_cache: bool = True
+    beam_pipeline_args: str = ""  # Beam flags, shell-quoted; empty: in-memory DirectRunner
+    pipeline_root: str = ""  # TFX artifacts; empty: OUTPUT/pipeline_root; may be gs://...
+    container_image: str = "tfx-image-transfer:latest"  # Kubeflow/Vertex component image
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineConfig:
@@ -71,12 +89,23 @@ class PipelineConfig:
             raw = env.get(field.name.upper(), "").strip()
             if raw:
                 values[field.name] = _parse(field, raw)
-        config = cls(**values)
-        return dataclasses.replace(config, output=os.path.abspath(config.output))
+        output = values.get("output", cls.output)
+        # A bucket URL (gs://...) stays as it is: Vertex runs write there.
+        values["output"] = output if "://" in output else os.path.abspath(output)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if not self.pipeline_root:
+            object.__setattr__(self, "pipeline_root", os.path.join(self.output, "pipeline_root"))
+
+    @property
+    def beam_args(self) -> list[str]:
+        """BEAM_PIPELINE_ARGS split like a shell would, or the in-memory default."""
+        return shlex.split(self.beam_pipeline_args) or list(DEFAULT_BEAM_PIPELINE_ARGS)
 
     @property
     def is_demo(self) -> bool:
-        return not self.images
+        return not self.images and not self.examples
 
     @property
     def data_dir(self) -> str:
@@ -85,10 +114,6 @@ class PipelineConfig:
     @property
     def demo_images_dir(self) -> str:
         return os.path.join(self.output, "demo_images")
-
-    @property
-    def pipeline_root(self) -> str:
-        return os.path.join(self.output, "pipeline_root")
 
     @property
     def metadata_path(self) -> str:
@@ -102,6 +127,10 @@ class PipelineConfig:
     @property
     def serving_model_dir(self) -> str:
         return os.path.join(self.output, "serving", self.model_name)
+
+    @property
+    def report_dir(self) -> str:
+        return os.path.join(self.output, "report")
 
     @property
     def summary_path(self) -> str:

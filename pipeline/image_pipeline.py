@@ -1,8 +1,11 @@
 """The component graph, built from arguments and nothing else.
 
-ImportExampleGen -> StatisticsGen -> schema (ImportSchemaGen | SchemaGen) -> ExampleValidator
-                 -> Transform (graph only) -> [Tuner, TUNE=true] -> Trainer
-                 -> Evaluator (+ latest blessed) -> Pusher
+ImageExampleGen (or ImportExampleGen over image TFRecords: EXAMPLES)
+    -> StatisticsGen -> schema (ImportSchemaGen | SchemaGen) -> ExampleValidator
+    -> Transform (graph only, analyses train) -> [Tuner, TUNE=true]
+    -> Trainer (fits train, validates on validation)
+    -> Evaluator (eval split only, + latest blessed)
+    -> EvaluationReport (report + model card) -> Pusher (the card into assets.extra/)
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import dataclasses
 import os
 
 from tfx import v1 as tfx
-from tfx.dsl.components.base import executor_spec
 
-from components import pusher
-from components.eval_config import build_eval_config
+from components import ingest, pusher
+from components.eval_config import GateSettings, build_eval_config
+from components.image_example_gen import ImageExampleGen
+from components.modules import ingest_report
 from components.modules.trainer import TrainingOptions
 from components.modules.tuner import TuningOptions
+from components.report.component import EvaluationReport
 from pipeline.configs import MODULES_DIR, PipelineConfig
 
 TRANSFORM_MODULE = os.path.join(MODULES_DIR, "preprocessing.py")
@@ -30,34 +35,41 @@ TRAINING_KNOBS = tuple(
     if field.name in {f.name for f in dataclasses.fields(PipelineConfig)}
 )
 
-# In-process DirectRunner: one worker keeps peak memory at one copy of the model.
-# The container image names where remote Beam workers find TFX (TFX's own image); without
-# any such dependency flag, every Beam component would first copy TFX's installed tree and
-# build an sdist of it to stage (seconds each), which the in-process runner never reads.
-BEAM_PIPELINE_ARGS = [
-    "--direct_running_mode=in_memory",
-    "--direct_num_workers=1",
-    "--sdk_container_image=gcr.io/tfx-oss-public/tfx:1.16.0",
-]
+
+def example_gen_and_classes(
+    config: PipelineConfig, images_dir: str | tfx.dsl.experimental.RuntimeParameter
+) -> tuple:
+    """(ExampleGen, Trainer class config) for an image folder or a folder of image TFRecords.
+
+    ImageExampleGen writes the class names and counts into its artifact, where the Trainer
+    reads them; the names also come from a listing of the class folders (no photo is read)
+    because the Evaluator's config needs the class count when the pipeline is compiled.
+    ImportExampleGen's records come with labels.txt (and the ingest report, for counts).
+    """
+    if config.examples:
+        example_gen = tfx.components.ImportExampleGen(
+            input_base=config.examples,
+            input_config=tfx.proto.Input(
+                splits=[
+                    tfx.proto.Input.Split(name=split, pattern=f"{split}/*")
+                    for split in ingest.SPLITS
+                ]
+            ),
+        )
+        return example_gen, ingest_report.class_config_of_folder(config.examples)
+    example_gen = ImageExampleGen(images_dir, config.validation_fraction, config.eval_fraction)
+    listed = getattr(images_dir, "default", images_dir)  # a RuntimeParameter's default
+    return example_gen, {"class_names": ingest.class_names(listed), "class_counts": []}
 
 
 def create_pipeline(
     config: PipelineConfig,
-    tfrecord_dir: str,
-    class_names: list[str],
+    images_dir: str | tfx.dsl.experimental.RuntimeParameter,
     weights_record: dict,
-    class_counts: list[int] | None = None,
 ) -> tfx.dsl.Pipeline:
-    """`class_counts`: training examples per class, in class_names order (for CLASS_WEIGHTS)."""
-    example_gen = tfx.components.ImportExampleGen(
-        input_base=tfrecord_dir,
-        input_config=tfx.proto.Input(
-            splits=[
-                tfx.proto.Input.Split(name="train", pattern="train/*"),
-                tfx.proto.Input.Split(name="eval", pattern="eval/*"),
-            ]
-        ),
-    )
+    """`images_dir`: the listed folder (ignored with EXAMPLES); a RuntimeParameter on Vertex."""
+    example_gen, classes = example_gen_and_classes(config, images_dir)
+    class_names = classes["class_names"]
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if config.schema == "infer":
         schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
@@ -75,9 +87,11 @@ def create_pipeline(
         # write ~600 KB of float32 pixels per 224x224 image for no gain.
         materialize=False,
         disable_statistics=True,
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"]),
     )
-    train_args = tfx.proto.TrainArgs(splits=["train"])
-    eval_args = tfx.proto.EvalArgs(splits=["eval"])
+    train_args = tfx.proto.TrainArgs(splits=[ingest.TRAIN])
+    # The eval split never reaches the Trainer (nor the Tuner): validation drives decisions.
+    eval_args = tfx.proto.EvalArgs(splits=[ingest.VALIDATION])
     training_config = {
         # Every TrainingOptions field that is also a pipeline knob, by name: a knob
         # added to both reaches run_fn without being listed here.
@@ -85,8 +99,8 @@ def create_pipeline(
         "image_size": config.image_size,
         "backbone": config.backbone,
         "weights": weights_record,
-        "class_names": list(class_names),
-        "class_counts": [int(c) for c in class_counts] if class_counts else [],
+        # ImageExampleGen's report in the examples artifact overrides these in run_fn.
+        **classes,
         # Backbone features persist here across runs, keyed by what determines them.
         "feature_cache_dir": config.feature_cache_dir,
     }
@@ -124,20 +138,36 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=latest_blessed_model.outputs["model"],
+        example_splits=[ingest.EVAL],
         eval_config=build_eval_config(
-            len(class_names), config.accuracy_threshold, config.accuracy_max_drop
+            len(class_names),
+            GateSettings(
+                accuracy_threshold=config.accuracy_threshold,
+                min_class_recall=config.min_class_recall,
+                accuracy_max_drop=config.accuracy_max_drop,
+                beat_majority_class=config.beat_majority_class,
+            ),
         ),
     )
-    push = tfx.components.Pusher(
-        # TFX's Pusher, except that a model already in the serving directory (an
-        # unchanged re-run blessed again) is recorded as that version, not copied anew.
-        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
+    report = EvaluationReport(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        evaluation=evaluator.outputs["evaluation"],
+        statistics=statistics_gen.outputs["statistics"],
+        anomalies=example_validator.outputs["anomalies"],
+        model_name=config.model_name,
+        eval_split=ingest.EVAL,
+    )
+    push = pusher.ImagePusher(
+        # TFX's Pusher made atomic (a version appears whole or not at all); a model already
+        # in the serving directory (an unchanged re-run blessed again) is not copied anew.
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        extra_assets=report.outputs["model_card"],  # into <version>/assets.extra/
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir)
         ),
-    )
+    ).with_id("Pusher")  # the node id the run summary and ML Metadata queries use
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
@@ -151,11 +181,12 @@ def create_pipeline(
             trainer,
             latest_blessed_model,
             evaluator,
+            report,
             push,
         ],
         enable_cache=config.enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             config.metadata_path
         ),
-        beam_pipeline_args=BEAM_PIPELINE_ARGS,
+        beam_pipeline_args=config.beam_args,
     )

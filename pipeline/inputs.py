@@ -1,9 +1,10 @@
-"""Everything a run needs before the pipeline is compiled: images, records, weights.
+"""What a run needs before the pipeline is compiled: the image folder checked, the weights.
 
-The demo dataset is generated when no IMAGES folder is given; the folder is ingested
-into TFRecords (unchanged files keep their mtime, so caching survives a re-run); the
-backbone weights are resolved so their file and hash become part of the Trainer's
-cache key.
+The demo dataset is generated when neither IMAGES nor EXAMPLES is given (creating input,
+not ingesting it: the photos are read by ImageExampleGen inside the pipeline). The folder
+is listed, not read, so a wrong layout, a single class or undecodable file names stop the
+run with a clear message before anything starts. The backbone weights are resolved so their
+file and hash become part of the Trainer's cache key.
 """
 
 from __future__ import annotations
@@ -18,21 +19,28 @@ from pipeline.configs import PipelineConfig
 
 @dataclasses.dataclass(frozen=True)
 class PreparedInputs:
-    images_dir: str
-    ingest: ingest.IngestResult
+    images_dir: str  # empty when the run reads EXAMPLES
     weights_record: dict
 
 
 def prepare_inputs(config: PipelineConfig) -> PreparedInputs:
-    if config.is_demo:
-        images_dir = demo_data.generate_demo_images(
-            config.demo_images_dir, config.demo_images_per_class, seed=config.seed
+    images_dir = ""
+    if not config.examples:
+        if config.is_demo:
+            images_dir = demo_data.generate_demo_images(
+                config.demo_images_dir, config.demo_images_per_class, seed=config.seed
+            )
+            logging.info("No IMAGES given: using the generated demo dataset in %s", images_dir)
+        else:
+            images_dir = config.images
+        ingest.SplitOptions(config.validation_fraction, config.eval_fraction).check()
+        listing = ingest.list_folder(images_dir)
+        print(
+            f"Image folder {listing.images_dir}: {listing.layout} layout, "
+            f"{len(listing.class_names)} classes, {len(listing.files)} files to ingest",
+            flush=True,
         )
-        logging.info("No IMAGES given: using the generated demo dataset in %s", images_dir)
-    else:
-        images_dir = config.images
-    result = ingest.ingest(images_dir, config.data_dir, config.eval_fraction)
-    print(ingest.format_summary(result), flush=True)
+        images_dir = listing.images_dir
     # Only the demo may fall back to random weights; a user's run must not pass
     # silently without transfer learning.
     record = weights.resolve_weights(
@@ -40,4 +48,4 @@ def prepare_inputs(config: PipelineConfig) -> PreparedInputs:
         backbones.get_backbone(config.backbone),
         allow_random_fallback=config.is_demo,
     )
-    return PreparedInputs(images_dir, result, record)
+    return PreparedInputs(images_dir, record)

@@ -35,12 +35,19 @@ def _log_progress_only(record) -> bool:
     )
 
 
+def _not_an_ingest_error(record) -> bool:
+    """Beam logs a failing step's exception with its traceback; an IngestError is the
+    user's data, reported once as a message (exit code 2), not as a crash."""
+    return not (record.exc_info and isinstance(record.exc_info[1], IngestError))
+
+
 def main() -> int:
     logging.set_verbosity(logging.INFO)
     if os.environ.get("VERBOSE", "") in ("", "0"):
         # On the logger itself: Beam's import installs a root handler that prints
         # absl's records too, and more handlers may come later.
         logging.get_absl_logger().addFilter(_log_progress_only)
+    std_logging.getLogger("apache_beam.runners.common").addFilter(_not_an_ingest_error)
     started_at = time.time()
     try:
         config = PipelineConfig.from_env()
@@ -48,15 +55,16 @@ def main() -> int:
     except (IngestError, WeightsError, ValueError) as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return 2
-    BeamDagRunner().run(
-        create_pipeline(
-            config,
-            inputs.ingest.tfrecord_dir,
-            inputs.ingest.class_names,
-            inputs.weights_record,
-            [inputs.ingest.counts["train"][name] for name in inputs.ingest.class_names],
-        )
-    )
+    try:
+        BeamDagRunner().run(create_pipeline(config, inputs.images_dir, inputs.weights_record))
+    except Exception as exc:
+        # Unusable photos found by ImageExampleGen's workers. Beam re-raises a component's
+        # error with " [while running ...]" appended (as its own type when it can).
+        if not isinstance(exc, IngestError) and f"{IngestError.__name__}: " not in str(exc):
+            raise
+        message = str(exc).split(f"{IngestError.__name__}: ", 1)[-1].split(" [while running")[0]
+        print(f"\nERROR: {message}", file=sys.stderr)
+        return 2
     return report_run(config, inputs, started_at)
 
 

@@ -1,9 +1,11 @@
 """Read what a run did back from ML Metadata and report it.
 
 Per component: state (COMPLETE / CACHED / FAILED) and wall time; the eval split's
-metrics and whether the model was blessed; the pushed version's path; the ingest
+metrics and the blessing gate (candidate, baseline, their paired difference with its
+95 % interval, each rule and which one decided); the pushed version's path; the ingest
 counts; which backbone weights were used (loudly, when they were random). Printed and
-written to OUTPUT/run_summary.json.
+written to OUTPUT/run_summary.json. The run's evaluation report is published to
+OUTPUT/report/.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components.artifact_types import EvaluationReport
 from components.eval_config import ACCURACY_METRIC
-from components.modules import export, feature_cache
+from components.modules import export, feature_cache, ingest_report
 from components.modules.weights import log_loud_warning
+from components.report import gate
+from components.report.rebuild import publish
 from pipeline.configs import PipelineConfig
 from pipeline.inputs import PreparedInputs
 
 EXIT_NOT_PUSHED = 3
 TUNER_RESULTS_FILE = "tuner_results.json"  # TFX Tuner executor's file in TunerResults
+SKIPPED_SHOWN = 10  # skipped files listed in the summary; the report has them all
 _STATE = metadata_store_pb2.Execution.State
 
 
@@ -94,6 +100,8 @@ def eval_metrics(evaluation_uri: str) -> dict:
             continue  # a per-class slice, not the overall one
         for entry in metrics_for_slice.metric_keys_and_values:
             key = entry.key
+            if key.model_name == gate.BASELINE_MODEL:
+                continue  # the candidate's metrics (and its diffs vs the baseline) only
             name = key.name
             if key.sub_key.HasField("class_id"):
                 name += f"_class_{key.sub_key.class_id.value}"
@@ -113,6 +121,29 @@ def tuner_summary(tuner_results_uri: str) -> dict:
     return {"trials": len(trials), "best": trials[0] if trials else None, "all": trials}
 
 
+def ingest_summary(components: dict, config: PipelineConfig) -> dict:
+    """The ExampleGen's node and its ingest report (from its artifact, or beside EXAMPLES)."""
+    for node, component in components.items():
+        examples = component["outputs"].get("Examples")
+        if examples:
+            uri = examples[0].uri
+            report = ingest_report.read_report(uri)
+            if report is None and config.examples:
+                uri, report = config.examples, ingest_report.read_report(config.examples)
+            if report is None:
+                return {"component": node, "report": None}
+            return {
+                "component": node,
+                "report": os.path.join(uri, ingest_report.REPORT_FILE),
+                "counts": report["counts"],
+                "skipped": len(report["skipped"]),
+                "skipped_files": report["skipped"][:SKIPPED_SHOWN],
+                "converted": len(report.get("converted", [])),
+                "warnings": report.get("warnings", []),
+            }
+    return {"component": None, "report": None}
+
+
 def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float) -> int:
     store = _store(config)
     run = latest_run(store, config.pipeline_name)
@@ -125,11 +156,7 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
         "output": config.output,
         "images_dir": inputs.images_dir,
         "demo_dataset": config.is_demo,
-        "ingest": {
-            "report": inputs.ingest.report_path,
-            "counts": inputs.ingest.counts,
-            "skipped": len(inputs.ingest.skipped),
-        },
+        "ingest": ingest_summary(components, config),
         "backbone_weights": inputs.weights_record,
         "components": {
             node: {"state": c["state"], "seconds": c["seconds"]} for node, c in components.items()
@@ -142,6 +169,14 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
         summary["eval_metrics"] = eval_metrics(evaluator["ModelEvaluation"][0].uri)
     if evaluator.get("ModelBlessing"):
         summary["blessed"] = bool(_custom(evaluator["ModelBlessing"][0], "blessed"))
+    if evaluator.get("ModelEvaluation"):
+        summary["gate"] = gate.read_gate(evaluator["ModelEvaluation"][0].uri).as_dict()
+    report = (
+        components.get("EvaluationReport", {}).get("outputs", {}).get(EvaluationReport.TYPE_NAME)
+    )
+    if report:
+        publish(report[0].uri, config.report_dir)
+        summary["report"] = os.path.join(config.report_dir, "index.html")
     pushed = components.get("Pusher", {}).get("outputs", {}).get("PushedModel")
     summary["pushed"] = bool(pushed and _custom(pushed[0], "pushed"))
     summary["pushed_path"] = _custom(pushed[0], "pushed_destination") if summary["pushed"] else None
@@ -158,6 +193,8 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
     tuner_results = components.get("Tuner", {}).get("outputs", {}).get("TunerResults")
     if tuner_results:
         summary["tuner"] = tuner_summary(tuner_results[0].uri)
+    # `make run` can only exit 0 or 2 (make's code for any failed recipe): scripts read this.
+    summary["exit_code"] = 0 if summary["pushed"] else EXIT_NOT_PUSHED
     with open(config.summary_path, "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     print(format_summary(summary, config))
@@ -172,15 +209,21 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
     for node, c in summary["components"].items():
         lines.append(f"{node:32s} {c['state']:10s} {c['seconds']:8.1f}")
     lines.append(f"wall {summary['wall_seconds']:.0f} s, peak RSS {summary['peak_rss_mb']} MB")
-    counts = summary["ingest"]["counts"]
-    lines.append(
-        "ingest: "
-        + "; ".join(
-            f"{split} {sum(c.values())} ({', '.join(f'{k}={v}' for k, v in c.items())})"
-            for split, c in counts.items()
+    ingested = summary["ingest"]
+    if ingested.get("counts"):
+        lines.append(
+            f"ingest ({ingested['component']}): "
+            + "; ".join(
+                f"{split} {sum(c.values())} ({', '.join(f'{k}={v}' for k, v in c.items())})"
+                for split, c in ingested["counts"].items()
+            )
+            + f"; skipped {ingested['skipped']} (report: {ingested['report']})"
         )
-        + f"; skipped {summary['ingest']['skipped']} (see {summary['ingest']['report']})"
-    )
+        for entry in ingested["skipped_files"]:
+            lines.append(f"  skipped {entry['path']}: {entry['reason']}")
+        if ingested["skipped"] > len(ingested["skipped_files"]):
+            lines.append(f"  ... and {ingested['skipped'] - len(ingested['skipped_files'])} more")
+        lines.extend(f"  warning: {w}" for w in ingested["warnings"])
     weights = summary["backbone_weights"]
     if weights["pretrained"]:
         lines.append(
@@ -193,11 +236,9 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
     if metrics:
         shown = {k: v for k, v in metrics.items() if "_class_" not in k}
         lines.append("eval split: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
-        lines.append(
-            f"eval accuracy: {metrics.get(ACCURACY_METRIC, float('nan')):.4f} "
-            f"(threshold {config.accuracy_threshold}, max drop vs last blessed "
-            f"{config.accuracy_max_drop})"
-        )
+        lines.append(f"eval accuracy: {metrics.get(ACCURACY_METRIC, float('nan')):.4f}")
+    if "gate" in summary:
+        lines.extend(gate.format_gate(summary["gate"]))
     cache = summary.get("feature_cache")
     if cache and cache.get("used"):
         lines.append(
@@ -210,6 +251,8 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
         best = {k: v for k, v in tuner["best"].items() if k != "trial_id"}
         lines.append(f"tuner: {tuner['trials']} trials; best {best}")
     lines.append(f"blessed: {summary.get('blessed')}")
+    if summary.get("report"):
+        lines.append(f"evaluation report: {summary['report']}")
     if summary["pushed"]:
         lines.append(f"PUSHED MODEL: {summary['pushed_path']}")
     else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -24,7 +25,13 @@ from starlette.routing import Route
 from serving import codec, errors, metrics, responses
 from serving.models import ModelRegistry
 from serving.runner import Runner
-from serving.savedmodel import CLASSIFY_CLASSES, CLASSIFY_INPUTS, CLASSIFY_SCORES
+from serving.savedmodel import (
+    CLASSIFY_CLASSES,
+    CLASSIFY_INPUTS,
+    CLASSIFY_SCORES,
+    REGRESS_INPUTS,
+    REGRESS_OUTPUTS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +53,14 @@ _INT64_MAX = 2**63 - 1
 
 @dataclass(frozen=True)
 class Limits:
-    max_body_bytes: int = 32 * 1024 * 1024
-    max_instances: int = 256
+    """What one request may hold. TF Serving has no body or instance limit of its own (only
+    gRPC's INT32_MAX message size and a 100 MiB cap on a gzip body's decompressed size,
+    ZLib::kMaxUncompressedBytes); these defaults sit well above ordinary image batches and
+    keep one request from exhausting the server's memory."""
+
+    max_body_bytes: int = 512 * 1024 * 1024
+    max_instances: int = 4096
+    max_decompressed_bytes: int = 100 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,28 +100,54 @@ def parse_path(method: str, path: str) -> ApiCall:
     return ApiCall(verb, match["name"], version, match["label"])
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 once it passes `limit` bytes.
+async def read_body(request: Request, limits: Limits) -> bytes:
+    """The request body, decompressed if gzip; refused past the limits.
 
-    Starlette's own body-size limit answers in plain text; TF Serving clients expect JSON.
+    TF Serving decompresses a body whose Content-Encoding contains "gzip" (a case-sensitive
+    substring test, evhttp_request.cc) up to 100 MiB; a body it cannot decompress reaches
+    the JSON parser empty, hence "The document is empty". Refusals are TF Serving-style
+    `{"error": ...}` answers with a canonical code (400), never a bare HTTP 413.
     """
+    limit = limits.max_body_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large(f"{declared} bytes", limit)
+        raise _too_large(f"Request body is {declared} bytes", limit, "--max-body-bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(f"more than {limit} bytes", limit)
+            raise _too_large(f"Request body is more than {limit} bytes", limit, "--max-body-bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    if "gzip" in request.headers.get("content-encoding", ""):
+        body = gunzip(body, limits.max_decompressed_bytes)
+    return body
 
 
-def _too_large(size: str, limit: int) -> errors.ServingError:
-    return errors.ServingError(
-        errors.Code.RESOURCE_EXHAUSTED,
-        f"Request body is {size}; this server accepts at most {limit} bytes (--max-body-bytes)",
-        http_status=errors.CONTENT_TOO_LARGE,
+def gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body decompressed, at most `limit` bytes of it."""
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = decompressor.decompress(body, limit)
+        if decompressor.unconsumed_tail:
+            raise _too_large(
+                f"The gzip body decompresses to more than {limit} bytes", limit,
+                "--max-decompressed-bytes",
+            )  # fmt: skip
+        if not decompressor.eof:
+            raise zlib.error("truncated gzip stream")
+    except zlib.error as exc:
+        raise errors.invalid_argument(
+            f"JSON Parse error: The document is empty (the gzip body could not be "
+            f"decompressed: {exc})"
+        ) from None
+    return data
+
+
+def _too_large(what: str, limit: int, option: str) -> errors.ServingError:
+    return errors.invalid_argument(
+        f"{what}; this server accepts at most {limit} bytes ({option}). "
+        "Send the images in smaller batches."
     )
 
 
@@ -121,7 +160,9 @@ class Api:
         self.limits = limits
 
     async def status(self, call: ApiCall, body: bytes) -> dict:
-        return responses.model_status(self.models.status(call.name, call.version, call.label))
+        # GetModelStatus ignores a label (get_model_status_impl.cc only looks at a version):
+        # /labels/<l> lists every version, as TF Serving answers it.
+        return responses.model_status(self.models.status(call.name, call.version))
 
     async def metadata(self, call: ApiCall, body: bytes) -> dict:
         servable = self.models.resolve(call.name, call.version, call.label)
@@ -150,11 +191,17 @@ class Api:
         return codec.encode_classify(outputs.get(CLASSIFY_CLASSES), outputs.get(CLASSIFY_SCORES))
 
     async def regress(self, call: ApiCall, body: bytes) -> dict:
-        raise errors.ServingError(
-            errors.Code.UNIMPLEMENTED,
-            "The Regress API is not implemented by this server (the exported model has no "
-            "regression signature); use :predict or :classify",
-        )
+        # TF Serving's order: parse the body (its message says "classify" for both APIs,
+        # json_tensor.cc), find the model (404), check the signature can regress (400).
+        document = codec.parse_json(body)
+        signature_name = codec.signature_name(document)
+        examples = codec.parse_classify(document, self.limits.max_instances)
+        servable = self.models.resolve(call.name, call.version, call.label)
+        signature = servable.regress_signature(signature_name)
+        serialized = np.empty(len(examples), dtype=object)
+        serialized[:] = examples
+        outputs = await self.runner.run(servable, signature.name, {REGRESS_INPUTS: serialized})
+        return codec.encode_regress(outputs[REGRESS_OUTPUTS], len(examples))
 
 
 class Endpoint:
@@ -183,18 +230,18 @@ class Endpoint:
         started = time.perf_counter()
         api_name, model, http_status, code = "other", None, 200, None
         try:
-            if request.url.path == metrics.PATH:
+            if self.metrics.path and request.url.path == self.metrics.path:
                 api_name = "metrics"
                 if request.method != "GET":
                     raise errors.invalid_argument(
-                        f"Malformed request: {request.method} {metrics.PATH}"
+                        f"Malformed request: {request.method} {self.metrics.path}"
                     )
                 return Response(self.metrics.exposition(), media_type=metrics.CONTENT_TYPE)
             call = parse_path(request.method, request.url.path)
             api_name, model = call.api, call.name
             body = b""
             if request.method == "POST":
-                body = await read_body(request, self.limits.max_body_bytes)
+                body = await read_body(request, self.limits)
             document = await self.handlers[call.api](call, body)
             return Response(codec.dumps(document), media_type=JSON)
         except Exception as exc:  # every failure is a JSON answer, never a dead server

@@ -1,10 +1,12 @@
 """A client for TF Serving's REST API: importable, and `python -m serving.client predict`.
 
-It speaks only the documented REST API, so it works the same against this project's server and
-against a real TF Serving (`--url` of either). Needs httpx, not TensorFlow.
+It speaks only the documented APIs, so it works the same against this project's server and
+against a real TF Serving (`--url` of either). REST needs httpx, not TensorFlow; `--grpc
+host:port` sends the same images through gRPC Predict with the official stubs (which import
+TensorFlow's protos).
 
     python -m serving.client predict --url http://127.0.0.1:8501 --model image_classifier \\
-        [--version N | --label L] [--batch-size 8] photo.jpg photos/
+        [--version N | --label L] [--batch-size 8] [--grpc 127.0.0.1:8500] photo.jpg photos/
 """
 
 from __future__ import annotations
@@ -145,6 +147,71 @@ class ServingClient:
         return [_classification(prediction) for prediction in predictions]
 
 
+class GrpcClient:
+    """classify_images() over TF Serving's gRPC Predict (official stubs), for the CLI."""
+
+    def __init__(self, target: str, model: str, version=None, label=None, timeout=120.0):
+        import grpc
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        self.model, self.version, self.label, self.timeout = model, version, label, timeout
+        unlimited = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        self._channel = grpc.insecure_channel(target, options=unlimited)
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+
+    def __enter__(self) -> GrpcClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._channel.close()
+
+    def classify_images(self, images: Sequence[bytes]) -> list[Classification]:
+        import grpc
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model
+        if self.version is not None:
+            request.model_spec.version.value = self.version
+        elif self.label is not None:
+            request.model_spec.version_label = self.label
+        tensor = request.inputs["image_bytes"]
+        tensor.dtype = 7  # DT_STRING
+        tensor.tensor_shape.dim.add(size=len(images))
+        tensor.string_val.extend(images)
+        try:
+            outputs = self._stub.Predict(request, timeout=self.timeout).outputs
+        except grpc.RpcError as exc:
+            # gRPC's INVALID_ARGUMENT and friends, told as the HTTP code TF Serving maps them to.
+            from serving.errors import HTTP_STATUS, Code
+
+            raise ServingHTTPError(HTTP_STATUS[Code[exc.code().name]], exc.details()) from None
+        probabilities = _numbers(outputs["probabilities"], "float32", "float_val")
+        classes = len(probabilities) // max(len(images), 1)
+        names = [n.decode("utf-8", "replace") for n in outputs["class_name"].string_val]
+        indexes = [int(i) for i in _numbers(outputs["class_index"], "int64", "int64_val")]
+        return [
+            _classification(
+                {
+                    "probabilities": probabilities[i * classes : (i + 1) * classes],
+                    "class_index": indexes[i],
+                    "class_name": names[i],
+                }
+            )
+            for i in range(len(images))
+        ]
+
+
+def _numbers(tensor, dtype: str, field: str) -> list:
+    """A numeric TensorProto's values: servers send them packed in tensor_content (as
+    tf.make_tensor_proto does) or in the typed repeated field."""
+    if tensor.tensor_content:
+        import numpy as np
+
+        return np.frombuffer(tensor.tensor_content, dtype=dtype).tolist()
+    return list(getattr(tensor, field))
+
+
 def _classification(prediction: Any) -> Classification:
     """The project's outputs (class_name, class_index, probabilities); any model with a
     single probability vector output also works (then the class is its index)."""
@@ -181,7 +248,7 @@ def _batches(items: list[str], size: int) -> Iterator[list[str]]:
 
 
 def predict_files(
-    client: ServingClient, paths: Sequence[str], batch_size: int, out=sys.stdout
+    client: ServingClient | GrpcClient, paths: Sequence[str], batch_size: int, out=sys.stdout
 ) -> int:
     """Print `path<TAB>class<TAB>probability` per file; returns the number of failures.
 
@@ -233,8 +300,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument("--timeout", type=float, default=120.0)
         if name == "predict":
             command.add_argument("--batch-size", type=int, default=8)
+            command.add_argument(
+                "--grpc", metavar="HOST:PORT", help="send through gRPC Predict instead of REST"
+            )
             command.add_argument("paths", nargs="+", metavar="PATH")
     args = parser.parse_args(argv)
+    if getattr(args, "grpc", None):
+        with GrpcClient(args.grpc, args.model, args.version, args.label, args.timeout) as client:
+            return 1 if predict_files(client, args.paths, args.batch_size) else 0
     with ServingClient(args.url, args.model, args.version, args.label, args.timeout) as client:
         try:
             if args.command == "predict":

@@ -11,8 +11,8 @@ floats in their shortest round-trip form, NaN and Infinity as the bare tokens TF
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -284,12 +284,25 @@ def _leaf(value: Any, dtype: str) -> Any:
     )
 
 
+# absl::Base64Unescape (absl/strings/escaping.cc, Base64UnescapeInternal), which TF Serving's
+# json_tensor.cc calls: ASCII whitespace is skipped anywhere, so line-wrapped base64 (`base64`
+# without -w0, Python's encodebytes, Java's MIME encoder) decodes; the padding is either absent
+# or exactly right, and '.' counts as a padding character (an Abseil extension); one leftover
+# character, or anything after the padding, is an error.
+_WHITESPACE = re.compile(r"[ \t\n\v\f\r]+")
+_BASE64 = re.compile(r"([A-Za-z0-9+/]*)([=.]*)")
+_EXPECTED_PADDING = {0: 0, 2: 2, 3: 1}
+
+
 def decode_b64(text: str) -> bytes:
-    """Standard base64, padding optional (as absl::Base64Unescape accepts it)."""
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise errors.invalid_argument("Unable to base64 decode") from None
+    """Standard base64 with absl::Base64Unescape's rules (see above)."""
+    match = _BASE64.fullmatch(_WHITESPACE.sub("", text))
+    if match is not None:
+        data, padding = match.groups()
+        expected = _EXPECTED_PADDING.get(len(data) % 4)
+        if expected is not None and len(padding) in (0, expected):
+            return base64.b64decode(data + "=" * (-len(data) % 4))
+    raise errors.invalid_argument("Unable to base64 decode")
 
 
 def _array(flat: list, shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -426,6 +439,16 @@ def encode_classify(classes: np.ndarray | None, scores: np.ndarray | None) -> di
             for i in range(rows)
         ]
     }
+
+
+def encode_regress(values: np.ndarray, batch: int) -> dict:
+    """Regress `results`: one float per example; TF Serving accepts [batch] or [batch, 1]."""
+    if values.shape not in ((batch,), (batch, 1)):
+        raise errors.invalid_argument(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            f"{_shape_str(values.shape)}"
+        )
+    return {"results": _to_json(values.reshape(batch).astype(np.float32), False)}
 
 
 def _to_json(array: np.ndarray, as_bytes: bool) -> Any:

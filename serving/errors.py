@@ -54,19 +54,15 @@ HTTP_STATUS: dict[Code, int] = {
     Code.UNAUTHENTICATED: 401,
 }
 
-# The one answer outside TF Serving's table: a body over --max-body-bytes is refused before it
-# is parsed, which is a transport limit (RFC 9110 "Content Too Large"), not a status of the API.
-CONTENT_TOO_LARGE = 413
-
 
 class ServingError(Exception):
     """A failure with a canonical status; answered as {"error": message}."""
 
-    def __init__(self, code: Code, message: str, http_status: int | None = None):
+    def __init__(self, code: Code, message: str):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.http_status = HTTP_STATUS[code] if http_status is None else http_status
+        self.http_status = HTTP_STATUS[code]
 
 
 def invalid_argument(message: str) -> ServingError:

@@ -76,8 +76,50 @@ def fingerprint(path: str) -> Fingerprint:
     return tuple(sorted(entries))
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def version_number(name: str) -> int | None:
+    """A directory name as a version, as TF Serving parses it (absl::SimpleAtoi): surrounding
+    whitespace, a sign and leading zeros are accepted ("007" is version 7); anything else,
+    such as a Pusher's ".tmp-..." directory, is not a version."""
+    text = name.strip(" \t\n\v\f\r")
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    value = int(text)
+    return value if _INT64[0] <= value <= _INT64[1] else None
+
+
 def _is_version(name: str) -> bool:
-    return name.isascii() and name.isdigit()
+    return version_number(name) is not None
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """model_version_policy of TF Serving's ModelConfig: which versions are served."""
+
+    kind: str = "latest"  # latest | all | specific
+    num_versions: int = 1  # latest: how many (TF Serving serves at least 1)
+    versions: tuple[int, ...] = ()  # specific: exactly these, those that exist
+
+    def aspired(self, found: Iterable[int]) -> list[int]:
+        found = sorted(set(found))
+        if self.kind == "all":
+            return found
+        if self.kind == "specific":
+            return [v for v in found if v in self.versions]
+        return found[-max(self.num_versions, 1) :]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One model to serve: its directory of versions, policy and version labels."""
+
+    name: str
+    base_path: str
+    policy: VersionPolicy = VersionPolicy()
+    labels: tuple[tuple[str, int], ...] = ()
 
 
 def has_saved_model(path: str) -> bool:
@@ -113,10 +155,18 @@ class ModelRegistry:
         model_names: Iterable[str] = (),
         num_versions: int = 1,
         version_labels: Mapping[str, Mapping[str, int]] | None = None,
+        sources: Iterable[ModelSource] | None = None,
+        allow_labels_for_unavailable: bool = False,
+        warmup: Callable[[str, int, object], None] | None = None,
     ):
+        """Either `base_path` (every model below it, latest `num_versions`, static labels) or
+        `sources` (a model config file's models; see `reconfigure`)."""
         if num_versions < 1:
             raise ValueError("num_versions must be >= 1")
-        self.base_path = os.path.abspath(base_path)
+        self.base_path = os.path.abspath(base_path) if base_path else ""
+        self.sources: tuple[ModelSource, ...] | None = None
+        self.allow_labels_for_unavailable = allow_labels_for_unavailable
+        self._warmup = warmup
         self.model_names = tuple(model_names)
         self.num_versions = num_versions
         self.version_labels = {k: dict(v) for k, v in (version_labels or {}).items()}
@@ -126,12 +176,50 @@ class ModelRegistry:
         self._last_seen: dict[tuple[str, int], Fingerprint] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._poll_lock = threading.Lock()  # one scan at a time (poller, config reloads)
+        if sources is not None:
+            self.reconfigure(sources)
 
     # ---- discovery and loading (poll thread) ----
 
+    def reconfigure(self, sources: Iterable[ModelSource]) -> None:
+        """Serve exactly these models from now on (a model config file, or a reload request).
+
+        As TF Serving's ServerCore::ReloadConfig: every label must name an AVAILABLE version
+        (unless allow_labels_for_unavailable), else FAILED_PRECONDITION and nothing changes;
+        models left out are unloaded at the next scan. The new models are scanned before this
+        returns, so a reload answers once they are loaded.
+        """
+        sources = tuple(sources)
+        with self._lock:
+            for source in sources:
+                records = self._models.get(source.name, {})
+                for _label, version in source.labels:
+                    record = records.get(version)
+                    if not self.allow_labels_for_unavailable and (
+                        record is None or record.state is not State.AVAILABLE
+                    ):
+                        raise errors.ServingError(
+                            errors.Code.FAILED_PRECONDITION,
+                            f"Request to assign label to version {version} of model "
+                            f"{source.name}, which is not currently available for inference",
+                        )
+            self.sources = sources
+            self.version_labels = {s.name: dict(s.labels) for s in sources}
+        self.poll()
+        self.poll()  # a version loads once its directory looks the same twice
+
+    def _policies(self) -> dict[str, VersionPolicy]:
+        if self.sources is None:
+            return {}
+        return {source.name: source.policy for source in self.sources}
+
     def model_dirs(self) -> dict[str, str]:
-        """Model name -> directory. The base path is either a directory of models (the Pusher's
-        OUTPUT/serving) or, as with TF Serving's --model_base_path, one model's directory."""
+        """Model name -> directory. With a config: its models. Otherwise the base path is
+        either a directory of models (the Pusher's OUTPUT/serving) or, as with TF Serving's
+        --model_base_path, one model's directory."""
+        if self.sources is not None:
+            return {source.name: source.base_path for source in self.sources}
         if not os.path.isdir(self.base_path):
             return {}
         children = sorted(os.listdir(self.base_path))
@@ -149,21 +237,25 @@ class ModelRegistry:
 
     def poll(self) -> None:
         """One scan: load what became ready, unload what a newer version replaced."""
-        dirs = self.model_dirs()
-        for name in sorted(set(dirs) | set(self._models)):
-            try:
-                self._poll_model(name, dirs.get(name))
-            except Exception:  # one model's trouble must not stop the others or the poller
-                log.exception("Polling model %s failed", name)
+        with self._poll_lock:
+            dirs = self.model_dirs()
+            policies = self._policies()
+            default = VersionPolicy("latest", self.num_versions)
+            for name in sorted(set(dirs) | set(self._models)):
+                try:
+                    self._poll_model(name, dirs.get(name), policies.get(name, default))
+                except Exception:  # one model's trouble must not stop the others or the poller
+                    log.exception("Polling model %s failed", name)
 
-    def _poll_model(self, name: str, model_dir: str | None) -> None:
+    def _poll_model(self, name: str, model_dir: str | None, policy: VersionPolicy) -> None:
         versions: dict[int, str] = {}
         if model_dir is not None and os.path.isdir(model_dir):
-            for child in os.listdir(model_dir):
+            for child in sorted(os.listdir(model_dir)):
                 path = os.path.join(model_dir, child)
-                if _is_version(child) and os.path.isdir(path):
-                    versions[int(child)] = path
-        aspired = sorted(versions)[-self.num_versions :]
+                number = version_number(child)
+                if number is not None and os.path.isdir(path):
+                    versions[number] = path  # duplicates ("1", "01"): one wins, as in TF Serving
+        aspired = policy.aspired(versions)
         with self._lock:
             records = self._models.setdefault(name, {})
             for version in aspired:
@@ -218,6 +310,8 @@ class ModelRegistry:
         log.info("Loading %s version %d from %s", name, record.version, record.path)
         try:
             servable = self._loader(name, record.version, record.path)
+            if self._warmup is not None:  # TF Serving warms up before AVAILABLE
+                self._warmup(name, record.version, servable)
         except Exception as exc:  # reported in the status, retried when the files change
             error = errors.from_exception(exc)
             log.error("Loading %s version %d failed: %s", name, record.version, error.message)

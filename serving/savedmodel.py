@@ -26,6 +26,9 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 CLASSIFY_INPUTS = "inputs"
 CLASSIFY_CLASSES = "classes"
 CLASSIFY_SCORES = "scores"
+REGRESS_METHOD = "tensorflow/serving/regress"
+REGRESS_INPUTS = "inputs"
+REGRESS_OUTPUTS = "outputs"
 
 
 @dataclass(frozen=True)
@@ -103,30 +106,45 @@ class Servable:
             )
         return self.signatures[name]
 
-    def classify_signature(self, name: str) -> Signature:
-        """The signature for Classify, checked as TF Serving's classifier checks it."""
+    def _named_signature(self, name: str) -> tuple[Signature, str]:
         name = name or DEFAULT_SIGNATURE
         signature = self.signatures.get(name)
         if signature is None:
             raise errors.invalid_argument(f"No signature was found with the name: {name}")
-        if signature.method_name != CLASSIFY_METHOD:
-            raise errors.invalid_argument(
-                f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-                f"Was: {signature.method_name}"
-            )
+        return signature, _debug_string(self.meta_graph.signature_def[name])
+
+    def classify_signature(self, name: str) -> Signature:
+        """The signature for Classify, checked as TF Serving's PreProcessClassification does
+        with its default --enable_signature_method_name_check=false: by shape, not method."""
+        signature, debug = self._named_signature(name)
         if len(signature.inputs) != 1:
             raise errors.invalid_argument("Expected one input Tensor.")
+        if len(signature.outputs) not in (1, 2):
+            raise errors.invalid_argument(
+                f"Expected one or two output Tensors, found {len(signature.outputs)}"
+            )
         if CLASSIFY_INPUTS not in signature.inputs:
-            raise errors.ServingError(
-                errors.Code.FAILED_PRECONDITION,
-                f"No classification inputs found in SignatureDef: {name}",
+            raise errors.invalid_argument(
+                f"No classification inputs found in SignatureDef: {debug}"
             )
         if not {CLASSIFY_CLASSES, CLASSIFY_SCORES} & set(signature.outputs):
-            raise errors.ServingError(
-                errors.Code.FAILED_PRECONDITION,
+            raise errors.invalid_argument(
                 "Expected classification signature outputs to contain at least one of "
-                f'"{CLASSIFY_CLASSES}" or "{CLASSIFY_SCORES}". Signature was: {name}',
+                f'"{CLASSIFY_CLASSES}" or "{CLASSIFY_SCORES}". Signature was: {debug}'
             )
+        return signature
+
+    def regress_signature(self, name: str) -> Signature:
+        """The signature for Regress, checked as TF Serving's PreProcessRegression does."""
+        signature, debug = self._named_signature(name)
+        if len(signature.inputs) != 1:
+            raise errors.invalid_argument("Expected one input Tensor.")
+        if len(signature.outputs) != 1:
+            raise errors.invalid_argument("Expected one output Tensor.")
+        if REGRESS_INPUTS not in signature.inputs:
+            raise errors.invalid_argument(f"No regression inputs found in SignatureDef: {debug}")
+        if REGRESS_OUTPUTS not in signature.outputs:
+            raise errors.invalid_argument(f"No regression outputs found in SignatureDef: {debug}")
         return signature
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -146,6 +164,10 @@ class Servable:
         except Exception as exc:  # tf.errors.* keep their code (a bad JPEG is INVALID_ARGUMENT)
             raise errors.from_exception(exc) from exc
         return {key: value.numpy() for key, value in outputs.items()}
+
+
+def _debug_string(message) -> str:
+    return text_format.MessageToString(message)
 
 
 def _dtype(spec: TensorSpec) -> int:

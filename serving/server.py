@@ -1,9 +1,10 @@
-"""`python -m serving.server`: serve every model under a directory with TF Serving's REST API.
+"""`python -m serving.server`: serve SavedModels with TF Serving's REST and gRPC APIs.
 
 The command line of `make serve`. It wires the parts together (model registry, runner,
-metrics, ASGI app) and runs them on uvicorn. Models are loaded before the port opens, as TF
-Serving does, so once the port answers the models found at startup are AVAILABLE (or
-reported as failed).
+metrics, ASGI app, gRPC services) and runs them on uvicorn's event loop, the gRPC server
+beside the REST one. Models are loaded before the ports open, as TF Serving does, so once
+they answer, the models found at startup are AVAILABLE (or reported as failed). The models
+come from a directory (--model-base-path) or from TF Serving's --model_config_file.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 import uvicorn
 from starlette.applications import Starlette
 
-from serving import app, batching, metrics, models, runner
+from serving import app, batching, config, metrics, models, runner
 
 log = logging.getLogger("serving.server")
 
@@ -31,7 +33,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--model-base-path",
-        required=True,
         help="directory of models (<dir>/<model>/<version>/saved_model.pb, e.g. OUTPUT/serving) "
         "or, as TF Serving's --model_base_path, one model's directory of versions",
     )
@@ -42,8 +43,42 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="serve only this model (repeatable); names the model when the base path is one "
         "model's directory (default: its basename)",
     )
+    parser.add_argument(
+        "--model-config-file",
+        "--model_config_file",
+        help="TF Serving's ModelServerConfig text file (models, version policies, labels); "
+        "replaces --model-base-path",
+    )
+    parser.add_argument(
+        "--model-config-file-poll-wait-seconds",
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0,
+        help="re-read the model config file this often (default 0: never, as TF Serving)",
+    )
+    parser.add_argument(
+        "--allow-version-labels-for-unavailable-models",
+        "--allow_version_labels_for_unavailable_models",
+        action="store_true",
+        help="let a config's labels name versions that are not AVAILABLE yet",
+    )
+    parser.add_argument(
+        "--monitoring-config-file",
+        "--monitoring_config_file",
+        help="TF Serving's MonitoringConfig text file (Prometheus on/off and its path)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8501)
+    parser.add_argument("--port", type=int, default=8501, help="REST port (default 8501)")
+    parser.add_argument(
+        "--grpc-port", type=int, default=8500, help="gRPC port (default 8500; 0: no gRPC)"
+    )
+    parser.add_argument(
+        "--enable-model-warmup",
+        "--enable_model_warmup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="replay assets.extra/tf_serving_warmup_requests before a version is AVAILABLE",
+    )
     parser.add_argument(
         "--poll-seconds",
         type=float,
@@ -68,7 +103,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-body-bytes",
         type=int,
         default=app.Limits.max_body_bytes,
-        help="larger request bodies are refused with 413 (default %(default)s)",
+        help="larger request bodies are refused with 400 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-decompressed-bytes",
+        type=int,
+        default=app.Limits.max_decompressed_bytes,
+        help="cap on a gzip body's decompressed size (default %(default)s, TF Serving's)",
     )
     parser.add_argument(
         "--max-instances",
@@ -104,6 +145,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
+    if not args.model_base_path and not args.model_config_file:
+        parser.error("give --model-base-path or --model-config-file")
     try:
         args.labels = models.parse_version_labels(args.version_labels)
     except ValueError as exc:
@@ -112,17 +155,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def build_app(args: argparse.Namespace) -> Starlette:
-    """The ASGI app for these arguments; loading starts in its lifespan."""
-    from serving.savedmodel import Servable  # imports TensorFlow
+    """The ASGI app for these arguments; loading starts in its lifespan, gRPC beside it."""
+    from serving import grpc_api, warmup  # import TensorFlow
+    from serving.savedmodel import Servable
 
+    monitoring = config.Monitoring()
+    if args.monitoring_config_file:
+        monitoring = config.read_monitoring_config_file(args.monitoring_config_file)
+    server_metrics_box: list[metrics.Metrics] = []
+    hook = None
+    if args.enable_model_warmup:
+        hook = warmup.warmer(lambda *a: server_metrics_box[0].observe_warmup(*a))
     registry = models.ModelRegistry(
         args.model_base_path,
         loader=Servable,
         model_names=args.model_name,
         num_versions=args.num_versions,
         version_labels=args.labels,
+        allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models,
+        warmup=hook,
     )
-    server_metrics = metrics.Metrics(registry)
+    server_metrics = metrics.Metrics(registry, monitoring.path if monitoring.enable else "")
+    server_metrics_box.append(server_metrics)
+    config_watcher = None
+    if args.model_config_file:
+        config_watcher = ConfigWatcher(args.model_config_file, registry)
+        config_watcher.load()  # loads the models; a bad file stops the server here
     batching_options = None
     if args.enable_batching:
         batching_options = batching.BatchingOptions(
@@ -132,10 +190,11 @@ def build_app(args: argparse.Namespace) -> Starlette:
     model_runner = runner.Runner(
         args.num_threads, batching_options, server_metrics.batch_observer()
     )
+    limits = app.Limits(args.max_body_bytes, args.max_instances, args.max_decompressed_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette):
-        if not os.path.isdir(registry.base_path):
+        if registry.sources is None and not os.path.isdir(registry.base_path):
             log.warning("%s does not exist yet; polling for models", registry.base_path)
         # Two scans: a version loads once its directory looks the same twice (see models.py).
         await asyncio.to_thread(registry.poll)
@@ -143,20 +202,64 @@ def build_app(args: argparse.Namespace) -> Starlette:
         for name in registry.known_models():
             states = [f"{s.version}:{s.state.value}" for s in _statuses(registry, name)]
             log.info("Model %s versions %s", name, ", ".join(states) or "none")
+        grpc_server = None
+        if args.grpc_port:
+            grpc_server = grpc_api.create_server(
+                registry, model_runner, server_metrics, limits.max_instances
+            )
+            grpc_server.add_insecure_port(f"{args.host}:{args.grpc_port}")
+            await grpc_server.start()
+            log.info("gRPC API on %s:%d", args.host, args.grpc_port)
         registry.start(args.poll_seconds)
+        if config_watcher is not None and args.model_config_file_poll_wait_seconds > 0:
+            config_watcher.start(args.model_config_file_poll_wait_seconds)
         try:
             yield
         finally:
+            if config_watcher is not None:
+                config_watcher.stop()
+            if grpc_server is not None:
+                await grpc_server.stop(grace=1)
             registry.stop()
             model_runner.close()
 
-    return app.create_app(
-        registry,
-        model_runner,
-        server_metrics,
-        app.Limits(args.max_body_bytes, args.max_instances),
-        lifespan=lifespan,
-    )
+    return app.create_app(registry, model_runner, server_metrics, limits, lifespan=lifespan)
+
+
+class ConfigWatcher:
+    """Reads --model_config_file and, if asked, polls it (Server::PollFilesystemAndReloadConfig):
+    a changed file is applied without a restart; a file that fails to parse or apply is logged
+    and the models keep being served as before."""
+
+    def __init__(self, path: str, registry: models.ModelRegistry):
+        self.path = path
+        self.registry = registry
+        self._applied = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def load(self) -> None:
+        parsed = config.read_model_config_file(self.path)
+        if parsed != self._applied:
+            self.registry.reconfigure(config.model_sources(parsed))
+            self._applied = parsed
+            log.info("Model config %s applied", self.path)
+
+    def start(self, seconds: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(seconds):
+                try:
+                    self.load()
+                except Exception as exc:  # keep serving the last good config
+                    log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc)
+
+        self._thread = threading.Thread(target=loop, name="config-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
 
 
 def _statuses(registry: models.ModelRegistry, name: str) -> list[models.VersionStatus]:

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 
-import httpx
 import pytest
+
+from serving import process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_NAME = os.environ.get("TF_SERVING_MODEL", "image_classifier")
@@ -29,7 +26,8 @@ CLASS_NAMES = ("hot_dog", "not_hot_dog")
 V2_CLASS_NAMES = ("hot_dog_v2", "not_hot_dog_v2")  # version 2 tells itself apart by its answers
 LABEL = "stable"  # the local server labels version 1 so
 MAX_BODY_BYTES = 2_000_000
-MAX_INSTANCES = 64
+MAX_INSTANCES = 1024  # the issue's floor: 1,000 small images in one request
+MAX_DECOMPRESSED_BYTES = 3_000_000
 POLL_SECONDS = 0.2
 
 
@@ -43,12 +41,7 @@ class Target:
     label: str | None  # a label that names an AVAILABLE version, if any
     version: int | None  # a version that is AVAILABLE, if known
     server: ServerProcess | None = None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    grpc: str | None = None  # host:port of its gRPC API, if known
 
 
 def push_version(export_dir: str, model_dir: str, version: int) -> str:
@@ -60,56 +53,11 @@ def push_version(export_dir: str, model_dir: str, version: int) -> str:
     return destination
 
 
-class ServerProcess:
-    """`python -m serving.server` on a free loopback port, stopped by its own pid."""
+class ServerProcess(process.ServerProcess):
+    """The server as the tests run it: polling every POLL_SECONDS."""
 
-    def __init__(self, base_path: str, log_path: str, *extra_args: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        command = [
-            sys.executable, "-m", "serving.server",
-            "--model-base-path", base_path,
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--poll-seconds", str(POLL_SECONDS),
-            *extra_args,
-        ]  # fmt: skip
-        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def log_tail(self, chars: int = 4000) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()[-chars:]
-
-    def wait_available(self, model: str, timeout: float = 120.0) -> None:
-        """Until the model has an AVAILABLE version (the server loads before it listens)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited ({self.process.returncode}):\n{self.log_tail()}")
-            try:
-                answer = httpx.get(f"{self.url}/v1/models/{model}", timeout=5).json()
-                states = [v["state"] for v in answer.get("model_version_status", [])]
-                if "AVAILABLE" in states:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"{model} not AVAILABLE after {timeout}s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._log.close()
+    def __init__(self, base_path: str | None, log_path: str, *extra_args: str):
+        super().__init__(base_path, log_path, *extra_args, poll=POLL_SECONDS)
 
 
 def image(seed: int = 0, image_format: str = "jpeg", size: int = 40) -> bytes:
@@ -147,7 +95,10 @@ def serving_target(
     url = os.environ.get("TF_SERVING_URL")
     if url:
         label = os.environ.get("TF_SERVING_LABEL") or None
-        return Target(url.rstrip("/"), MODEL_NAME, local=False, label=label, version=None)
+        grpc_target = os.environ.get("TF_SERVING_GRPC") or None
+        return Target(
+            url.rstrip("/"), MODEL_NAME, local=False, label=label, version=None, grpc=grpc_target
+        )
     exported = request.getfixturevalue("serving_export_v1")
     base = tmp_path_factory.mktemp("serving")
     push_version(exported, str(base / MODEL_NAME), 1)
@@ -157,7 +108,11 @@ def serving_target(
         "--version-labels", f"{MODEL_NAME}:{LABEL}=1",
         "--max-body-bytes", str(MAX_BODY_BYTES),
         "--max-instances", str(MAX_INSTANCES),
+        "--max-decompressed-bytes", str(MAX_DECOMPRESSED_BYTES),
     )  # fmt: skip
     request.addfinalizer(server.stop)
     server.wait_available(MODEL_NAME)
-    return Target(server.url, MODEL_NAME, local=True, label=LABEL, version=1, server=server)
+    return Target(
+        server.url, MODEL_NAME, local=True, label=LABEL, version=1, server=server,
+        grpc=server.grpc_target,
+    )  # fmt: skip

@@ -92,3 +92,22 @@ def test_status_command(target: Target) -> None:
     assert '"AVAILABLE"' in done.stdout
     missing = run_cli("status", "--url", target.url, "--model", "no_such_model")
     assert missing.returncode == 1 and "HTTP 404" in missing.stderr
+
+
+def test_predict_cli_over_grpc_matches_rest(target: Target, photos, tmp_path) -> None:
+    if target.grpc is None:
+        pytest.skip("no gRPC endpoint (TF_SERVING_GRPC)")
+    _, paths = photos
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    files = [str(paths[0]), str(paths[1]), str(bad)]
+    common = ["--model", target.model, "--batch-size", "3", *files]
+    over_grpc = run_cli("predict", "--url", target.url, "--grpc", target.grpc, *common)
+    over_rest = run_cli("predict", "--url", target.url, *common)
+    assert over_grpc.returncode == over_rest.returncode == 1, over_grpc.stderr
+    grpc_rows, rest_rows = parse_lines(over_grpc.stdout), parse_lines(over_rest.stdout)
+    assert sorted(grpc_rows) == sorted(rest_rows) == files[:2]
+    for path, (class_name, probability) in rest_rows.items():
+        assert grpc_rows[path][0] == class_name
+        assert grpc_rows[path][1] == pytest.approx(probability, abs=1e-4)
+    assert f"{bad}\tERROR\tHTTP 400" in over_grpc.stderr

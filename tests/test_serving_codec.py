@@ -161,3 +161,27 @@ def test_error_messages_do_not_echo_huge_values() -> None:
 def test_base64_padding_is_optional_and_garbage_is_refused() -> None:
     assert codec.decode_b64("aGk=") == codec.decode_b64("aGk") == b"hi"
     assert error_of(codec.decode_b64, "a$b").message == "Unable to base64 decode"
+
+
+@pytest.mark.parametrize(
+    ("text", "decoded"),
+    [
+        ("aGk=", b"hi"),
+        ("aGk", b"hi"),  # no padding
+        ("aGk.", b"hi"),  # '.' pads too (an Abseil extension)
+        ("aG\nk=\r\n", b"hi"),  # line-wrapped, as `base64` and MIME encoders write it
+        (" a G k = ", b"hi"),
+        ("aGVsbG8gd29ybGQ=\n", b"hello world"),
+        ("aGk==", None),  # too much padding
+        ("aGVsbA=", None),  # too little (0 or exactly the expected count)
+        ("aGVsb", None),  # one leftover character
+        ("aGk=aGk=", None),  # data after the padding
+        ("aGk\u00a0", None),  # non-ASCII space is not whitespace to absl
+        ("aG-k", None),  # web-safe alphabet is another function
+    ],
+)
+def test_base64_as_absl_unescapes_it(text: str, decoded: bytes | None) -> None:
+    if decoded is None:
+        assert error_of(codec.decode_b64, text).message == "Unable to base64 decode"
+    else:
+        assert codec.decode_b64(text) == decoded

@@ -12,6 +12,8 @@ on this server's own options are skipped there.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import math
 
@@ -19,7 +21,14 @@ import httpx
 import pytest
 
 from serving.client import ServingClient, b64
-from tests.serving_helpers import CLASS_NAMES, MAX_BODY_BYTES, MAX_INSTANCES, Target, image
+from tests.serving_helpers import (
+    CLASS_NAMES,
+    MAX_BODY_BYTES,
+    MAX_DECOMPRESSED_BYTES,
+    MAX_INSTANCES,
+    Target,
+    image,
+)
 
 pytest_plugins = ["tests.serving_helpers"]
 
@@ -315,11 +324,15 @@ def test_unknown_label(client: ServingClient, target: Target) -> None:
     body = {"instances": [b64(image())]}
     unrecognized = "Unrecognized servable version label"
     assert_error(post(client, "/labels/no_such_label:predict", body), 400, unrecognized)
-    if target.local:
-        # TF Serving's status API ignores the label (it lists every version); this server
-        # resolves it like the other APIs do.
-        status = client.send("GET", f"/v1/models/{client.model}/labels/no_such_label")
-        assert_error(status, 400, unrecognized)
+
+
+def test_status_by_label_lists_every_version(client: ServingClient, target: Target) -> None:
+    # get_model_status_impl.cc looks at the version only: a label, known or not, is ignored.
+    everything = client.status()
+    for label in ("no_such_label", target.label or "x"):
+        response = client.send("GET", f"/v1/models/{client.model}/labels/{label}")
+        assert response.status_code == 200, response.text
+        assert assert_json(response) == everything
 
 
 def test_version_that_is_not_a_number(client: ServingClient) -> None:
@@ -342,8 +355,10 @@ def test_missing_model_name(client: ServingClient) -> None:
 
 
 def test_classify_with_a_predict_signature(client: ServingClient) -> None:
+    # TF Serving's default --enable_signature_method_name_check=false: checked by shape.
     body = {"examples": [{"image_raw": b64(image())}]}
-    assert_error(post(client, ":classify", body), 400, "Expected classification signature")
+    message = "Expected one or two output Tensors, found 3"
+    assert_error(post(client, ":classify", body), 400, message)
 
 
 def test_classify_without_examples(client: ServingClient) -> None:
@@ -369,7 +384,7 @@ def test_classify_mixed_feature_kinds(client: ServingClient) -> None:
 def test_too_large_body(client: ServingClient, target: Target) -> None:
     local_only(target)
     body = {"instances": [{"b64": "A" * MAX_BODY_BYTES}]}
-    assert_error(post(client, ":predict", body), 413, "--max-body-bytes")
+    assert_error(post(client, ":predict", body), 400, "--max-body-bytes")
 
 
 def test_too_many_instances(client: ServingClient, target: Target) -> None:
@@ -382,9 +397,81 @@ def test_too_many_instances(client: ServingClient, target: Target) -> None:
     assert_error(post(client, ":classify", classify), 400, "--max-instances")
 
 
-def test_regress_is_unimplemented(client: ServingClient, target: Target) -> None:
+def test_a_thousand_instances(client: ServingClient, target: Target) -> None:
+    images = [b64(image(seed=i % 8, size=16)) for i in range(1000)]
+    predictions = client.predict(instances=images)["predictions"]
+    assert len(predictions) == 1000
+    assert predictions[8] == predictions[0]
+    check_prediction(predictions[999], target.local)
+
+
+def test_gzip_body(client: ServingClient, target: Target) -> None:
+    document = json.dumps({"instances": [b64(image(seed=14))]}).encode()
+    response = client.send(
+        "POST",
+        f"/v1/models/{client.model}:predict",
+        content=gzip.compress(document),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == client.predict(instances=[b64(image(seed=14))])
+
+
+def test_gzip_body_that_does_not_decompress(client: ServingClient) -> None:
+    response = client.send(
+        "POST",
+        f"/v1/models/{client.model}:predict",
+        content=b"\x1f\x8b not really gzip",
+        headers={"Content-Encoding": "gzip"},
+    )
+    assert_error(response, 400, "JSON Parse error")
+
+
+def test_gzip_body_over_the_decompressed_cap(client: ServingClient, target: Target) -> None:
     local_only(target)
-    assert_error(post(client, ":regress", {"examples": [{"x": 1.0}]}), 501, "Regress")
+    padding = " " * (MAX_DECOMPRESSED_BYTES + 1)
+    document = ('{"instances": [' + json.dumps(b64(image())) + "]" + padding + "}").encode()
+    response = client.send(
+        "POST",
+        f"/v1/models/{client.model}:predict",
+        content=gzip.compress(document),
+        headers={"Content-Encoding": "gzip"},
+    )
+    assert len(gzip.compress(document)) < MAX_BODY_BYTES
+    assert_error(response, 400, "--max-decompressed-bytes")
+
+
+def test_line_wrapped_base64(client: ServingClient, target: Target) -> None:
+    data = image(seed=15)
+    wrapped = base64.encodebytes(data).decode()  # 76-column lines, as `base64` and MIME
+    assert "\n" in wrapped
+    answer = client.predict(instances=[{"b64": wrapped}])
+    assert answer == client.predict(instances=[b64(data)])
+    spaced = " ".join(base64.b64encode(data).decode()[i : i + 60] for i in range(0, 300, 60))
+    spaced += base64.b64encode(data).decode()[300:]
+    assert client.predict(instances=[{"b64": spaced}]) == answer
+
+
+def test_regress_unknown_model(client: ServingClient) -> None:
+    body = {"examples": [{"image_raw": b64(image())}]}
+    response = client.send("POST", "/v1/models/no_such_model:regress", json=body)
+    assert_error(response, 404, "Servable not found for request: Latest(no_such_model)")
+
+
+def test_regress_with_signatures_that_cannot_regress(client: ServingClient) -> None:
+    body = {"examples": [{"image_raw": b64(image())}]}
+    # serving_default has three outputs; classify has two (PreProcessRegression's checks).
+    assert_error(post(client, ":regress", body), 400, "Expected one output Tensor.")
+    body["signature_name"] = "classify"
+    assert_error(post(client, ":regress", body), 400, "Expected one output Tensor.")
+    body["signature_name"] = "nope"
+    assert_error(post(client, ":regress", body), 400, "No signature was found with the name: nope")
+
+
+def test_regress_parses_the_body_first(client: ServingClient) -> None:
+    # The JSON is parsed before the model is looked up, and its message says "classify".
+    response = client.send("POST", "/v1/models/no_such_model:regress", json={"x": 1})
+    assert_error(response, 400, "When method is classify, key 'examples' is expected")
 
 
 def test_unknown_path_answers_json(client: ServingClient, target: Target) -> None:
@@ -394,10 +481,27 @@ def test_unknown_path_answers_json(client: ServingClient, target: Target) -> Non
 
 def test_prometheus_metrics(client: ServingClient, target: Target) -> None:
     local_only(target)
+    # Its own traffic first, so it passes alone as well as after the other tests.
+    client.predict(instances=[b64(image(seed=16))])
+    assert_error(post(client, ":predict", {"instances": [1]}), 400)
     response = client.send("GET", "/monitoring/prometheus/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
+    # TF Serving's names and labels (prometheus_exporter.cc, util.cc, http_server.cc).
+    assert "# TYPE :tensorflow:serving:request_count counter" in text
+    assert f':tensorflow:serving:request_count{{model_name="{target.model}",status="OK"}} ' in text
+    assert (
+        f':tensorflow:serving:request_count{{model_name="{target.model}",'
+        'status="INVALID_ARGUMENT"} '
+    ) in text
+    assert "# TYPE :tensorflow:serving:request_latency histogram" in text
+    assert (
+        f':tensorflow:serving:request_latency_bucket{{model_name="{target.model}",'
+        'API="predict",entrypoint="REST",le="10"}'
+    ) in text
+    assert "# TYPE :tensorflow:serving:model_warmup_latency histogram" in text
+    # This server's own series.
     assert "serving_rest_requests_total{" in text
     assert 'serving_rest_errors_total{api="predict",code="INVALID_ARGUMENT"}' in text
     assert "serving_rest_request_latency_seconds_bucket{" in text

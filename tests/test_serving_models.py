@@ -7,7 +7,7 @@ import os
 import pytest
 
 from serving import errors
-from serving.models import ModelRegistry, State, parse_version_labels
+from serving.models import ModelRegistry, ModelSource, State, VersionPolicy, parse_version_labels
 
 
 class Loaded:
@@ -113,3 +113,44 @@ def test_unknown_model_errors_match_tf_serving(tmp_path) -> None:
         registry.resolve("x")
     with pytest.raises(errors.ServingError, match="Could not find any versions of model x"):
         registry.status("x")
+
+
+def test_config_sources_policies_labels_and_removal(tmp_path) -> None:
+    for version in (1, 2, 3):
+        write_version(tmp_path / "a", version)
+    os.rename(tmp_path / "a" / "1", tmp_path / "a" / "007")  # version 7, as SimpleAtoi reads it
+    write_version(tmp_path / "b", 5)
+    a = ModelSource("a", str(tmp_path / "a"), VersionPolicy("specific", versions=(2, 7, 9)))
+    b = ModelSource("b", str(tmp_path / "b"), VersionPolicy("all"))
+    registry = ModelRegistry("", Loaded, sources=[a, b])
+    assert [(s.version, s.state) for s in registry.status("a")] == [
+        (7, State.AVAILABLE),
+        (2, State.AVAILABLE),
+    ]
+    assert registry.resolve("b").version == 5
+
+    with pytest.raises(errors.ServingError, match="not currently available") as raised:
+        registry.reconfigure([ModelSource("a", a.base_path, a.policy, (("stable", 3),)), b])
+    assert raised.value.code is errors.Code.FAILED_PRECONDITION
+    assert registry.version_labels.get("a", {}) == {}  # the previous config stays
+
+    registry.reconfigure([ModelSource("a", a.base_path, a.policy, (("stable", 2),))])
+    assert registry.resolve("a", label="stable").version == 2
+    assert [s.state for s in registry.status("b")] == [State.END]  # b left the config
+    with pytest.raises(errors.ServingError, match=r"Latest\(b\)"):
+        registry.resolve("b")
+
+
+def test_a_failing_warmup_fails_the_load(tmp_path) -> None:
+    write_version(tmp_path / "m", 1)
+
+    def warmup(name, version, servable) -> None:
+        raise errors.ServingError(errors.Code.INVALID_ARGUMENT, "Failed to parse warmup record")
+
+    registry = ModelRegistry(str(tmp_path), Loaded, warmup=warmup)
+    poll(registry)
+    (status,) = registry.status("m")
+    assert status.state is State.END
+    assert "warmup" in status.error_message
+    with pytest.raises(errors.ServingError):
+        registry.resolve("m")

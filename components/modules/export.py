@@ -16,7 +16,7 @@ import tensorflow as tf
 import tf_keras
 from tensorflow.core.protobuf import saved_model_pb2
 
-from components.modules import features
+from components.modules import features, warmup
 
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 
@@ -124,6 +124,7 @@ def export_serving_model(
     os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
     with open(metadata_path, "w") as f:
         json.dump({**metadata, "class_names": list(class_names)}, f, indent=2, sort_keys=True)
+    warmup.write_warmup_requests(export_dir)  # TF Serving replays these before serving
 
 
 def read_training_metadata(export_dir: str) -> dict:

@@ -15,6 +15,34 @@ from components.modules.backbones import DEFAULT_BACKBONE, get_backbone
 DEFAULT_IMAGE_SIZE = 224
 
 
+def _assert_not_paletted_bmp(encoded: tf.Tensor) -> tf.Operation:
+    """InvalidArgument for a BMP of 8 bits per pixel or fewer (a palette).
+
+    TF's BMP decoder returns an 8-bit palette index as grey instead of the colour, so the
+    model would answer for the wrong picture. Ingest converts such files to PNG; a serving
+    request with one gets this error (HTTP 400), not a wrong answer. A BMP keeps its bit
+    count at byte 28 of a BITMAPINFOHEADER (or later) header, whose size (bytes 14-17) is
+    at least 40.
+    """
+    header = tf.io.decode_raw(
+        tf.strings.substr(tf.strings.join([encoded, tf.constant(b"\0" * 30)]), 0, 30), tf.uint8
+    )
+    header = tf.cast(header, tf.int32)
+    info_size = header[14] + 256 * header[15] + 65536 * header[16]
+    bits = header[28] + 256 * header[29]
+    paletted = tf.logical_and(
+        tf.equal(tf.strings.substr(encoded, 0, 2, unit="BYTE"), "BM"),
+        tf.logical_and(info_size >= 40, bits <= 8),
+    )
+    return tf.debugging.Assert(
+        tf.logical_not(paletted),
+        [
+            "Paletted BMP images (8 bits per pixel or fewer) are not supported: TensorFlow "
+            "decodes their colours wrongly. Send the image as PNG or JPEG."
+        ],
+    )
+
+
 def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     """[batch] encoded JPEG/PNG/GIF/BMP strings -> float32 [batch, size, size, 3] in [0, 255].
 
@@ -24,7 +52,8 @@ def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     """
 
     def decode_one(encoded: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        with tf.control_dependencies([_assert_not_paletted_bmp(encoded)]):
+            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
         return tf.image.resize(image, [image_size, image_size], antialias=True)
 

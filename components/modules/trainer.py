@@ -34,7 +34,7 @@ import tf_keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from components.modules import augmentation, export, feature_cache, features, model
+from components.modules import augmentation, export, feature_cache, features, ingest_report, model
 from components.modules.backbones import get_backbone
 from components.modules.weights import log_loud_warning
 
@@ -412,7 +412,10 @@ def train(
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    config = fn_args.custom_config
+    # Class names and training counts travel in ImageExampleGen's artifact (its ingest
+    # report); custom_config holds them for ImportExampleGen's records.
+    report = ingest_report.read_report(ingest_report.examples_uri_of(fn_args.train_files[0]))
+    config = {**fn_args.custom_config, **ingest_report.class_config(report)}
     weights_record = config["weights"]
     if not weights_record["pretrained"]:
         log_loud_warning(weights_record["warning"])

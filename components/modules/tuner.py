@@ -21,7 +21,7 @@ import keras_tuner
 import tensorflow_transform as tft
 from tfx import v1 as tfx
 
-from components.modules import model, trainer
+from components.modules import ingest_report, model, trainer
 from components.modules.backbones import get_backbone
 
 OBJECTIVE = "val_accuracy"
@@ -116,7 +116,9 @@ def build_tuner(
 
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
-    config = fn_args.custom_config
+    # Class names and counts from ImageExampleGen's report, as run_fn reads them.
+    report = ingest_report.read_report(ingest_report.examples_uri_of(fn_args.train_files[0]))
+    config = {**fn_args.custom_config, **ingest_report.class_config(report)}
     options = trainer.TrainingOptions.from_config(config)
     tuning = TuningOptions.from_config(config)
     transform_graph = fn_args.transform_graph_path or fn_args.transform_output

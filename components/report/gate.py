@@ -1,0 +1,262 @@
+"""The blessing decision read back from the Evaluator's output, rule by rule.
+
+TFMA's validator decides (components/eval_config.py sets its thresholds); this module
+only explains the decision: the candidate's and baseline's accuracy with their 95 %
+intervals, the paired difference with its interval, each rule with its value, bound
+and outcome, and which rule decided. The run summary, the evaluation report and the
+model card all print this one record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.writers import eval_config_writer
+
+from components import eval_config
+
+BASELINE_MODEL = "baseline"  # the name TFMA gives the baseline ModelSpec
+OVERALL = "overall"
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    value: float
+    lower: float  # 95 % interval (TFMA's t-interval over its bootstrap replicates)
+    upper: float
+
+    def __str__(self) -> str:
+        return f"{self.value:.4f} [95% CI {self.lower:.4f}, {self.upper:.4f}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    name: str
+    applied: bool
+    passed: bool
+    value: float | None  # what was compared ...
+    bound: float | None  # ... with this bound (value >= bound passes)
+    text: str  # the rule in words, with its numbers
+
+
+@dataclasses.dataclass(frozen=True)
+class GateDecision:
+    blessed: bool
+    candidate: Interval
+    baseline: Interval | None
+    difference: Interval | None  # candidate - baseline, paired on the same examples
+    class_recall: dict[str, Interval]
+    class_counts: dict[str, int]
+    majority_rate: float
+    rules: tuple[Rule, ...]
+
+    @property
+    def decided_by(self) -> str:
+        failed = [r.name for r in self.rules if r.applied and not r.passed]
+        if failed:
+            return "refused by " + ", ".join(failed)
+        return (
+            "blessed: every rule passed ("
+            + ", ".join(r.name for r in self.rules if r.applied)
+            + ")"
+        )
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "decided_by": self.decided_by}
+
+
+def _interval(entry) -> Interval:
+    value = entry.value.double_value.value
+    if entry.HasField("confidence_interval"):
+        ci = entry.confidence_interval
+        return Interval(value, ci.lower_bound.double_value.value, ci.upper_bound.double_value.value)
+    return Interval(value, value, value)
+
+
+def _slice_name(slice_key) -> str:
+    if not slice_key.single_slice_keys:
+        return OVERALL
+    single = slice_key.single_slice_keys[0]
+    return single.bytes_value.decode() if single.bytes_value else str(single.int64_value)
+
+
+def read_metrics(evaluation_uri: str) -> dict[str, dict[tuple[str, str, bool], Interval]]:
+    """{slice: {(metric name, model name, is_diff): Interval}} for plain and macro-averaged
+    (`<name>_macro`) metrics; slice is "overall" or the class name of a `label_text` slice."""
+    result: dict[str, dict] = {}
+    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
+        by_key = result.setdefault(_slice_name(metrics_for_slice.slice_key), {})
+        for entry in metrics_for_slice.metric_keys_and_values:
+            key = entry.key
+            if key.HasField("sub_key"):
+                continue  # one class of a binarized metric
+            name = key.name + ("_macro" if key.aggregation_type.macro_average else "")
+            if entry.value.HasField("double_value"):
+                by_key[(name, key.model_name, key.is_diff)] = _interval(entry)
+    return result
+
+
+def _failed_rules(evaluation_uri: str) -> set[str]:
+    failed = set()
+    validation = tfma.load_validation_result(evaluation_uri)
+    for per_slice in validation.metric_validations_per_slice:
+        overall = not per_slice.slice_key.single_slice_keys
+        for failure in per_slice.failures:
+            if failure.metric_key.name == eval_config.DIFF_UPPER_BOUND_METRIC:
+                failed.add(eval_config.RULE_BASELINE)
+            elif failure.metric_key.name == eval_config.OVER_MAJORITY_METRIC:
+                failed.add(eval_config.RULE_MAJORITY)
+            elif not overall:
+                failed.add(eval_config.RULE_CLASS_RECALL)
+            else:
+                failed.add(eval_config.RULE_ACCURACY)
+    if not validation.validation_ok and not failed:
+        failed.add("tfma_validation")  # e.g. a metric TFMA could not compute
+    return failed
+
+
+def _bounds(config: tfma.EvalConfig, candidate: str) -> dict[str, list[float]]:
+    """Lower bounds of the accuracy thresholds (overall / per class) and the baseline
+    rule's change threshold, from the eval config the Evaluator ran with."""
+    bounds: dict[str, list[float]] = {
+        "overall": [],
+        "per_class": [],
+        "max_drop": [],
+        "majority": [],
+    }
+    thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(
+        config.metrics_specs, eval_config=config
+    )
+    for key, entries in thresholds.items():
+        if key.model_name != candidate:
+            continue
+        for slice_spec, threshold in entries:
+            if key.name == eval_config.ACCURACY_METRIC and not key.is_diff:
+                kind = "per_class" if slice_spec and slice_spec.feature_keys else "overall"
+                bounds[kind].append(threshold.lower_bound.value)
+            elif key.name == eval_config.DIFF_UPPER_BOUND_METRIC:
+                bounds["max_drop"].append(-threshold.absolute.value)
+            elif key.name == eval_config.OVER_MAJORITY_METRIC:
+                bounds["majority"].append(threshold.lower_bound.value)
+    return bounds
+
+
+def read_gate(evaluation_uri: str) -> GateDecision:
+    """The decision recorded in a ModelEvaluation artifact (the Evaluator's output)."""
+    config = eval_config_writer.load_eval_run(evaluation_uri)[0]
+    metrics = read_metrics(evaluation_uri)
+    has_baseline = any(spec.is_baseline for spec in config.model_specs)
+    candidate = next((s.name for s in config.model_specs if not s.is_baseline), "")
+    accuracy = eval_config.ACCURACY_METRIC
+    overall = metrics.get(OVERALL, {})
+    classes = sorted(name for name in metrics if name != OVERALL)
+    class_counts = {
+        name: int(metrics[name][("example_count", candidate, False)].value) for name in classes
+    }
+    total = sum(class_counts.values())
+    majority_rate = max(class_counts.values()) / total if total else 0.0
+    failed = _failed_rules(evaluation_uri)
+    bounds = _bounds(config, candidate)
+    candidate_accuracy = overall[(accuracy, candidate, False)]
+    class_recall = {name: metrics[name][(accuracy, candidate, False)] for name in classes}
+    baseline = overall.get((accuracy, BASELINE_MODEL, False)) if has_baseline else None
+    difference = overall.get((accuracy, candidate, True)) if has_baseline else None
+
+    rules = []
+    if bounds["overall"]:
+        bound = max(bounds["overall"])
+        rules.append(
+            Rule(
+                eval_config.RULE_ACCURACY,
+                True,
+                eval_config.RULE_ACCURACY not in failed,
+                candidate_accuracy.value,
+                bound,
+                f"accuracy {candidate_accuracy.value:.4f} >= ACCURACY_THRESHOLD {bound:g}",
+            )
+        )
+    majority_applied = bool(bounds["majority"])
+    rules.append(
+        Rule(
+            eval_config.RULE_MAJORITY,
+            majority_applied,
+            eval_config.RULE_MAJORITY not in failed,
+            candidate_accuracy.value,
+            majority_rate,
+            f"accuracy {candidate_accuracy.value:.4f} > majority-class rate {majority_rate:.4f}"
+            + ("" if majority_applied else " (not applied: BEAT_MAJORITY_CLASS=false)"),
+        )
+    )
+    if bounds["per_class"]:
+        floor = max(bounds["per_class"])
+        worst = min(class_recall, key=lambda name: class_recall[name].value) if classes else ""
+        worst_value = class_recall[worst].value if worst else float("nan")
+        rules.append(
+            Rule(
+                eval_config.RULE_CLASS_RECALL,
+                True,
+                eval_config.RULE_CLASS_RECALL not in failed,
+                worst_value,
+                floor,
+                f"lowest class recall {worst_value:.4f} ({worst}) >= MIN_CLASS_RECALL {floor:g}",
+            )
+        )
+    if difference is not None and bounds["max_drop"]:
+        max_drop = max(bounds["max_drop"])
+        rules.append(
+            Rule(
+                eval_config.RULE_BASELINE,
+                True,
+                eval_config.RULE_BASELINE not in failed,
+                difference.upper,
+                -max_drop,
+                f"upper end of the 95% CI of (candidate - baseline) accuracy "
+                f"{difference.upper:+.4f} >= -ACCURACY_MAX_DROP {-max_drop:+g}",
+            )
+        )
+    else:
+        rules.append(
+            Rule(
+                eval_config.RULE_BASELINE,
+                False,
+                True,
+                None,
+                None,
+                "no blessed baseline model yet: nothing to compare with",
+            )
+        )
+    for name in sorted(failed - {r.name for r in rules}):
+        rules.append(Rule(name, True, False, None, None, "TFMA's validation failed"))
+    return GateDecision(
+        blessed=tfma.load_validation_result(evaluation_uri).validation_ok,
+        candidate=candidate_accuracy,
+        baseline=baseline,
+        difference=difference,
+        class_recall=class_recall,
+        class_counts=class_counts,
+        majority_rate=majority_rate,
+        rules=tuple(rules),
+    )
+
+
+def _interval_text(interval: dict) -> str:
+    return str(Interval(**interval))
+
+
+def format_gate(decision: dict) -> list[str]:
+    """Lines for the run summary, from GateDecision.as_dict()."""
+    lines = [
+        f"gate: {decision['decided_by']}",
+        f"  candidate accuracy   {_interval_text(decision['candidate'])}",
+    ]
+    if decision["baseline"] is not None:
+        lines.append(f"  baseline accuracy    {_interval_text(decision['baseline'])}")
+    if decision["difference"] is not None:
+        lines.append(f"  difference (paired)  {_interval_text(decision['difference'])}")
+    recalls = ", ".join(f"{k}={v['value']:.3f}" for k, v in decision["class_recall"].items())
+    lines.append(f"  per-class recall     {recalls}")
+    for rule in decision["rules"]:
+        status = ("PASS" if rule["passed"] else "FAIL") if rule["applied"] else "n/a "
+        lines.append(f"  [{status}] {rule['name']}: {rule['text']}")
+    return lines

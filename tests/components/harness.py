@@ -1,0 +1,246 @@
+"""Run one TFX component alone with TFX's LocalDagRunner, upstream artifacts from fixtures.
+
+A component test builds the component under test exactly as the pipeline does, feeds it
+artifacts made by the test through `tfx.dsl.Importer` nodes (the `import_*` functions
+below), runs that small pipeline in a folder of its own with its own SQLite ML Metadata,
+and reads the component's output artifacts back from ML Metadata:
+
+    examples = harness.import_examples(harness.ingest_images(tmp, {...}).tfrecord_dir)
+    statistics_gen = tfx.components.StatisticsGen(examples=examples.outputs["result"])
+    run = harness.LocalRun(tmp / "run")
+    outputs = run.run(statistics_gen)           # {"statistics": [Artifact]}
+
+Importer nodes and any other upstream node (a Resolver, say) are found through the
+component's input channels, so only the component under test is passed. Runs of one
+`LocalRun` share its ML Metadata, like successive runs of one pipeline: a second run sees
+the first one's artifacts (the Pusher and Resolver tests rely on that).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+
+from ml_metadata.proto import metadata_store_pb2
+from tfx import types
+from tfx import v1 as tfx
+from tfx.dsl.components.base import base_node
+from tfx.orchestration import metadata
+from tfx.types import artifact_utils, channel_utils, standard_artifacts
+
+from components import ingest
+from pipeline.configs import COMMITTED_SCHEMA, DEFAULT_BEAM_PIPELINE_ARGS
+from tests import factories
+
+PIPELINE_NAME = "component-test"
+IMPORT_KEY = "result"  # the Importer's output key: importer.outputs[IMPORT_KEY]
+SPLITS = (ingest.TRAIN, ingest.EVAL)
+
+
+# --- Fixture data -------------------------------------------------------------------
+
+
+def ingest_images(
+    root: str,
+    images: Mapping[str, Mapping[str, Iterable[bytes]]],
+    image_format: str = "png",
+) -> ingest.IngestResult:
+    """Write {split: {class: [encoded image]}} as an image folder and ingest it.
+
+    `split` is "train" or "test" (ingest's folder names); the records are made by the
+    project's own ingest, so they are exactly what ImportExampleGen reads in a run.
+    """
+    images_dir = os.path.join(root, "images")
+    for split, classes in images.items():
+        for class_name, encoded_images in classes.items():
+            folder = os.path.join(images_dir, split, class_name)
+            os.makedirs(folder, exist_ok=True)
+            for index, encoded in enumerate(encoded_images):
+                with open(os.path.join(folder, f"{index:03d}.{image_format}"), "wb") as f:
+                    f.write(encoded)
+    return ingest.ingest(images_dir, os.path.join(root, "data"))
+
+
+def coloured_images(count: int, color: tuple[int, int, int], size: int = 32, seed: int = 0):
+    """`count` PNGs of one colour plus noise: two colours make two separable classes."""
+    return [
+        factories.image_bytes(size, size, "png", seed=seed + i, color=color) for i in range(count)
+    ]
+
+
+# --- Importers: upstream artifacts from files the test made ---------------------------
+
+
+def import_artifact(
+    node_id: str,
+    artifact_type: type[types.Artifact],
+    uri: str,
+    properties: Mapping[str, str | int] | None = None,
+    custom_properties: Mapping[str, str | int] | None = None,
+) -> tfx.dsl.Importer:
+    """An Importer node registering `uri` as an artifact; its output is `.outputs["result"]`.
+
+    An unchanged uri with unchanged properties is the same artifact in a later run.
+    """
+    return tfx.dsl.Importer(
+        source_uri=uri,
+        artifact_type=artifact_type,
+        properties=dict(properties or {}),
+        custom_properties=dict(custom_properties or {}),
+    ).with_id(node_id)
+
+
+def import_examples(tfrecord_dir: str, node_id: str = "examples") -> tfx.dsl.Importer:
+    """Examples from ingest's `train/` and `eval/` record folders, laid out as
+    ImportExampleGen lays them out (`Split-<name>/`) with the split_names property."""
+    uri = os.path.join(os.path.dirname(os.path.abspath(tfrecord_dir)), "examples_artifact")
+    splits = [s for s in SPLITS if os.path.isdir(os.path.join(tfrecord_dir, s))]
+    for split in splits:
+        target = os.path.join(uri, f"Split-{split}")
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(os.path.join(tfrecord_dir, split), target)
+    return import_artifact(
+        node_id,
+        standard_artifacts.Examples,
+        uri,
+        properties={"split_names": artifact_utils.encode_split_names(splits)},
+    )
+
+
+def import_schema(
+    work_dir: str, schema_file: str = COMMITTED_SCHEMA, node_id: str = "schema"
+) -> tfx.dsl.Importer:
+    """A Schema artifact (a folder holding schema.pbtxt, copied into work_dir), by default
+    the committed schema that ImportSchemaGen imports in a run."""
+    uri = os.path.join(work_dir, f"{node_id}_artifact")
+    os.makedirs(uri, exist_ok=True)
+    shutil.copyfile(schema_file, os.path.join(uri, "schema.pbtxt"))
+    return import_artifact(node_id, standard_artifacts.Schema, uri)
+
+
+def import_transform_graph(transform_dir: str, node_id: str = "transform_graph"):
+    """A TransformGraph from a tf.Transform output folder (transform_fn/, metadata)."""
+    return import_artifact(node_id, standard_artifacts.TransformGraph, transform_dir)
+
+
+def import_model(serving_model_dir: str, node_id: str = "model") -> tfx.dsl.Importer:
+    """A Model artifact around an exported SavedModel, in the Trainer's layout
+    (`<uri>/Format-Serving/`), which is where the Pusher and Evaluator look."""
+    uri = os.path.join(os.path.dirname(os.path.abspath(serving_model_dir)), f"{node_id}_artifact")
+    target = os.path.join(uri, "Format-Serving")
+    if not os.path.isdir(target):
+        shutil.copytree(serving_model_dir, target)
+    return import_artifact(node_id, standard_artifacts.Model, uri)
+
+
+def import_blessing(
+    uri: str, blessed: bool, model_id: int, node_id: str = "blessing"
+) -> tfx.dsl.Importer:
+    """A ModelBlessing as the Evaluator records one: `blessed` and the blessed model's id
+    (`current_model_id`, which the latest-blessed-model Resolver matches on)."""
+    os.makedirs(uri, exist_ok=True)
+    marker = "BLESSED" if blessed else "NOT_BLESSED"
+    open(os.path.join(uri, marker), "w").close()
+    return import_artifact(
+        node_id,
+        standard_artifacts.ModelBlessing,
+        uri,
+        custom_properties={"blessed": int(blessed), "current_model_id": int(model_id)},
+    )
+
+
+# --- Running ------------------------------------------------------------------------
+
+
+def upstream_nodes(node: base_node.BaseNode) -> list[base_node.BaseNode]:
+    """`node` and every node it reads from, found through its input channels."""
+    found: dict[str, base_node.BaseNode] = {}
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if current.id in found:
+            continue
+        found[current.id] = current
+        for channel in current.inputs.values():
+            for single in channel_utils.get_individual_channels(channel):
+                producer = getattr(single, "producer_component", None)
+                if producer is not None:
+                    pending.append(producer)
+        pending.extend(current.upstream_nodes)
+    return list(found.values())
+
+
+class LocalRun:
+    """A pipeline root and SQLite ML Metadata for running single components."""
+
+    def __init__(self, root: str, pipeline_name: str = PIPELINE_NAME):
+        self.root = str(root)
+        self.pipeline_name = pipeline_name
+        self.pipeline_root = os.path.join(self.root, "pipeline_root")
+        self.metadata_path = os.path.join(self.root, "metadata.sqlite")
+        os.makedirs(self.root, exist_ok=True)
+
+    def run(
+        self, component: base_node.BaseNode, enable_cache: bool = False
+    ) -> dict[str, list[types.Artifact]]:
+        """Run `component` and its upstream nodes; return its outputs as ML Metadata has them.
+
+        Output keys with no artifact (a Pusher that did not push still has one) map to [].
+        Exceptions from the component's executor propagate, as in a pipeline run.
+        """
+        tfx.orchestration.LocalDagRunner().run(
+            tfx.dsl.Pipeline(
+                pipeline_name=self.pipeline_name,
+                pipeline_root=self.pipeline_root,
+                components=upstream_nodes(component),
+                enable_cache=enable_cache,
+                metadata_connection_config=self.connection_config(),
+                beam_pipeline_args=list(DEFAULT_BEAM_PIPELINE_ARGS),
+            )
+        )
+        return self.outputs(component.id)
+
+    def connection_config(self) -> metadata_store_pb2.ConnectionConfig:
+        return tfx.orchestration.metadata.sqlite_metadata_connection_config(self.metadata_path)
+
+    def outputs(self, node_id: str) -> dict[str, list[types.Artifact]]:
+        """The output artifacts of the latest execution of `node_id`, by output key."""
+        with metadata.Metadata(self.connection_config()) as m:
+            store = m.store
+            context = store.get_context_by_type_and_name("node", f"{self.pipeline_name}.{node_id}")
+            if context is None:
+                raise LookupError(f"{node_id} never ran in {self.metadata_path}")
+            executions = store.get_executions_by_context(context.id)
+            latest = max(executions, key=lambda e: e.id)
+            by_key: dict[str, list[int]] = {}
+            for event in store.get_events_by_execution_ids([latest.id]):
+                if event.type in (
+                    metadata_store_pb2.Event.OUTPUT,
+                    metadata_store_pb2.Event.DECLARED_OUTPUT,
+                ):
+                    by_key.setdefault(event.path.steps[0].key, []).append(event.artifact_id)
+            result = {}
+            for key, ids in by_key.items():
+                mlmd_artifacts = store.get_artifacts_by_id(ids)
+                types_by_id = {
+                    t.id: t
+                    for t in store.get_artifact_types_by_id(
+                        list({a.type_id for a in mlmd_artifacts})
+                    )
+                }
+                result[key] = [
+                    artifact_utils.deserialize_artifact(types_by_id[a.type_id], a)
+                    for a in mlmd_artifacts
+                ]
+            return result
+
+    def execution_state(self, node_id: str) -> str:
+        """COMPLETE, CACHED, FAILED, ... of the latest execution of `node_id`."""
+        with metadata.Metadata(self.connection_config()) as m:
+            context = m.store.get_context_by_type_and_name(
+                "node", f"{self.pipeline_name}.{node_id}"
+            )
+            latest = max(m.store.get_executions_by_context(context.id), key=lambda e: e.id)
+            return metadata_store_pb2.Execution.State.Name(latest.last_known_state)
+

@@ -1,0 +1,210 @@
+"""The blessing gate: the real Evaluator, alone under LocalDagRunner, on imported artifacts.
+
+The eval records are the project's own ingest output. The models are real SavedModels
+with the pipeline's `serving_tf_example` signature whose answers are fixed in advance
+(right for every example except a chosen list of source paths), so each test knows the
+exact accuracy, per-class recall and paired difference it sets up, and what the gate
+must decide. TFMA computes everything (its Poisson bootstrap intervals included) and
+its validator decides; components/report/gate.py explains the decision.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import tensorflow as tf
+from tfx import v1 as tfx
+
+from components import eval_config
+from components.modules import features
+from components.report import gate
+from tests.components import harness
+
+N_PER_CLASS = 20  # eval examples per class of the balanced set
+COLORS = {"hot_dog": (220, 60, 40), "not_hot_dog": (40, 90, 220)}
+
+
+class _FixedAnswerModel(tf.Module):
+    """Predicts the example's own label, except for the listed source paths (the next
+    class instead) or, with `always`, one class for everything; confidence 0.8."""
+
+    def __init__(self, num_classes: int, wrong_paths: list[str], always: int | None = None):
+        super().__init__()
+        self.num_classes = num_classes
+        self.wrong = tf.constant(list(wrong_paths) or [""], tf.string)
+        self.always = always
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(self, examples):
+        parsed = tf.io.parse_example(
+            examples,
+            {
+                features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+                features.SOURCE_PATH_KEY: tf.io.FixedLenFeature([], tf.string),
+            },
+        )
+        label = parsed[features.LABEL_KEY]
+        wrong = tf.reduce_any(
+            tf.equal(parsed[features.SOURCE_PATH_KEY][:, None], self.wrong[None, :]), axis=1
+        )
+        predicted = tf.where(wrong, (label + 1) % self.num_classes, label)
+        if self.always is not None:
+            predicted = tf.fill(tf.shape(label), tf.constant(self.always, tf.int64))
+        rest = 0.2 / (self.num_classes - 1)
+        probabilities = tf.one_hot(predicted, self.num_classes) * (0.8 - rest) + rest
+        return {features.PROBABILITIES_KEY: probabilities}
+
+
+def save_model(path: str, wrong_paths: list[str], always: int | None = None) -> str:
+    module = _FixedAnswerModel(len(COLORS), wrong_paths, always)
+    tf.saved_model.save(module, path, signatures={features.TF_EXAMPLE_SIGNATURE: module.serve})
+    return path
+
+
+def eval_paths(ingested, class_name: str) -> list[str]:
+    """Source paths of one class's eval examples, as the records hold them."""
+    return sorted(
+        f"test/{class_name}/{i:03d}.png" for i in range(ingested.counts["eval"][class_name])
+    )
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    """A balanced eval split (20 + 20) and an imbalanced one (30 + 10)."""
+    made = {}
+    for name, counts in {"balanced": (N_PER_CLASS, N_PER_CLASS), "imbalanced": (30, 10)}.items():
+        root = str(tmp_path_factory.mktemp(name))
+        images = {
+            "train": {c: harness.coloured_images(10, rgb) for c, rgb in COLORS.items()},
+            "test": {
+                c: harness.coloured_images(n, rgb, seed=100)
+                for (c, rgb), n in zip(COLORS.items(), counts)
+            },
+        }
+        made[name] = (root, harness.ingest_images(root, images))
+    return made
+
+
+def evaluate(
+    tmp_path,
+    dataset,
+    candidate_wrong: list[str],
+    baseline_wrong: list[str] | None = None,
+    always: int | None = None,
+    accuracy_threshold: float = 0.6,
+    min_class_recall: float = 0.3,
+    accuracy_max_drop: float = 0.01,
+) -> tuple[gate.GateDecision, bool]:
+    """Run the Evaluator as the pipeline builds it; return (explained decision, blessed)."""
+    root, ingested = dataset
+    examples = harness.import_examples(ingested.tfrecord_dir)
+    model = harness.import_model(
+        save_model(str(tmp_path / "candidate"), candidate_wrong, always), "candidate"
+    )
+    baseline = None
+    if baseline_wrong is not None:
+        baseline = harness.import_model(
+            save_model(str(tmp_path / "baseline"), baseline_wrong), "baseline"
+        )
+    evaluator = tfx.components.Evaluator(
+        examples=examples.outputs[harness.IMPORT_KEY],
+        model=model.outputs[harness.IMPORT_KEY],
+        baseline_model=baseline.outputs[harness.IMPORT_KEY] if baseline else None,
+        eval_config=eval_config.build_eval_config(
+            len(ingested.class_names),
+            eval_config.GateSettings(
+                accuracy_threshold=accuracy_threshold,
+                min_class_recall=min_class_recall,
+                accuracy_max_drop=accuracy_max_drop,
+            ),
+        ),
+    )
+    outputs = harness.LocalRun(str(tmp_path / "run")).run(evaluator)
+    blessing = outputs["blessing"][0]
+    blessed = os.path.exists(os.path.join(blessing.uri, "BLESSED"))
+    return gate.read_gate(outputs["evaluation"][0].uri), blessed
+
+
+def outcome(decision: gate.GateDecision) -> dict[str, bool]:
+    return {r.name: r.passed for r in decision.rules if r.applied}
+
+
+def test_blesses_a_good_model_and_per_class_slices_gate_only_through_the_floor(tmp_path, datasets):
+    """Imbalanced eval split (30 + 10), no baseline yet: accuracy 0.85 is above the
+    threshold and the majority-class rate 0.75; the minority class's recall 0.4 is below
+    ACCURACY_THRESHOLD (which holds for the overall slice only) but above MIN_CLASS_RECALL."""
+    dataset = datasets["imbalanced"]
+    wrong = eval_paths(dataset[1], "not_hot_dog")[:6]
+    decision, blessed = evaluate(tmp_path, dataset, wrong)
+    assert blessed and decision.blessed
+    assert decision.candidate.value == pytest.approx(34 / 40)
+    # TFMA's bootstrap interval surrounds the estimate.
+    assert decision.candidate.lower < 0.85 < decision.candidate.upper
+    assert decision.class_recall["not_hot_dog"].value == pytest.approx(0.4)
+    assert decision.class_recall["hot_dog"].value == pytest.approx(1.0)
+    assert decision.majority_rate == pytest.approx(0.75)
+    assert decision.baseline is None and decision.difference is None
+    assert outcome(decision) == {
+        eval_config.RULE_ACCURACY: True,
+        eval_config.RULE_MAJORITY: True,
+        eval_config.RULE_CLASS_RECALL: True,
+    }
+    assert decision.decided_by.startswith("blessed")
+
+
+def test_a_class_below_the_recall_floor_is_refused_by_that_rule_alone(tmp_path, datasets):
+    dataset = datasets["imbalanced"]
+    wrong = eval_paths(dataset[1], "not_hot_dog")[:6]  # the same model as above
+    decision, blessed = evaluate(tmp_path, dataset, wrong, min_class_recall=0.5)
+    assert not blessed and not decision.blessed
+    assert outcome(decision) == {
+        eval_config.RULE_ACCURACY: True,
+        eval_config.RULE_MAJORITY: True,
+        eval_config.RULE_CLASS_RECALL: False,
+    }
+    assert decision.decided_by == "refused by class_recall"
+
+
+def test_always_answering_the_majority_class_is_refused(tmp_path, datasets):
+    """Accuracy 0.75 by always answering the larger class: above ACCURACY_THRESHOLD 0.6,
+    refused because it is not above the majority-class rate (recall floor off here, so
+    the majority rule alone decides)."""
+    decision, blessed = evaluate(tmp_path, datasets["imbalanced"], [], always=0, min_class_recall=0)
+    assert not blessed
+    assert decision.candidate.value == pytest.approx(0.75)
+    assert outcome(decision) == {
+        eval_config.RULE_ACCURACY: True,
+        eval_config.RULE_MAJORITY: False,
+        eval_config.RULE_CLASS_RECALL: True,
+    }
+
+
+def test_worse_than_a_better_baseline_beyond_noise_is_refused(tmp_path, datasets):
+    dataset = datasets["balanced"]
+    wrong = eval_paths(dataset[1], "hot_dog")[:7] + eval_paths(dataset[1], "not_hot_dog")[:7]
+    decision, blessed = evaluate(tmp_path, dataset, wrong, baseline_wrong=[])
+    assert not blessed
+    assert decision.baseline.value == pytest.approx(1.0)
+    assert decision.difference.value == pytest.approx(26 / 40 - 1.0)
+    assert decision.difference.upper < -0.01  # the whole interval is below -max drop
+    assert outcome(decision) == {
+        eval_config.RULE_ACCURACY: True,
+        eval_config.RULE_MAJORITY: True,
+        eval_config.RULE_CLASS_RECALL: True,
+        eval_config.RULE_BASELINE: False,
+    }
+    assert decision.decided_by == "refused by vs_baseline"
+
+
+def test_a_difference_within_noise_does_not_flip_the_decision(tmp_path, datasets):
+    """2.5 points worse than the baseline on 40 examples: a plain change threshold of 1
+    point would refuse it; the paired interval reaches above -ACCURACY_MAX_DROP: blessed."""
+    dataset = datasets["balanced"]
+    paths = eval_paths(dataset[1], "hot_dog") + eval_paths(dataset[1], "not_hot_dog")
+    decision, blessed = evaluate(
+        tmp_path, dataset, candidate_wrong=paths[0:5], baseline_wrong=paths[20:24]
+    )
+    assert decision.difference.value == pytest.approx(-1 / 40)
+    assert decision.difference.value < -0.01 < decision.difference.upper
+    assert blessed and outcome(decision)[eval_config.RULE_BASELINE] is True
