@@ -1,11 +1,12 @@
 """`make bench`: every benchmark in one run, their Markdown tables in one file.
 
 Runs the serving benchmark, then the training benchmark, then (when BENCH_IMAGES names a
-photo folder) the ingest benchmark; each writes its own bench/results/<name>.json and
-.md, and their Markdown is concatenated into bench/results/README.md. About 20-30
-minutes on 2 cores.
+photo folder) the ingest benchmark and the whole-pipeline benchmark; each writes its own
+bench/results/<name>.json and .md, and their Markdown is concatenated into
+bench/results/README.md. About 20-30 minutes on 2 cores, plus 15-30 for the pipeline
+benchmark.
 
-    python -m bench.run_all
+    [BENCH_IMAGES=/path/to/photos] python -m bench.run_all
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ import os
 import time
 from collections.abc import Sequence
 
-from bench import ingest_bench, serving_bench, training_bench
+from bench import ingest_bench, pipeline_bench, serving_bench, training_bench
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BENCHES = (("serving", serving_bench.main), ("training", training_bench.main)) + (
-    (("ingest", ingest_bench.main),) if os.environ.get(ingest_bench.IMAGES_ENV) else ()
+    (("ingest", ingest_bench.main), ("pipeline", pipeline_bench.main))
+    if os.environ.get(ingest_bench.IMAGES_ENV)
+    else ()
 )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     del argv  # each benchmark runs with its defaults
     sections = []
+    if not os.environ.get(ingest_bench.IMAGES_ENV):
+        print(f"{ingest_bench.IMAGES_ENV} not set: no ingest and pipeline benchmarks", flush=True)
     for name, run in BENCHES:
         start = time.perf_counter()
         print(f"== {name} benchmark", flush=True)

@@ -13,8 +13,11 @@ measures, on the same generated dataset and seeds:
   what materialising Transform's output would store.
 Results: bench/results/training.json and training.md.
 
-    python -m bench.training_bench [--images-per-class 125] [--epochs 5] [--image-size 224]
+    [BENCH_IMAGES=/path/to/photos] python -m bench.training_bench [--images-per-class 125]
+        [--epochs 5] [--image-size 224] [--transform-images /path/to/photos]
 
+The Transform runs read a real photo folder given by --transform-images or $BENCH_IMAGES
+(never a path inside or beside the project); without one, the generated demo images.
 ImageNet weights are not available offline here: the backbone has random weights, which
 costs the same compute as pretrained ones but makes accuracy meaningless as a quality score
 (both loops train the same head on the same features, so they must still agree).
@@ -37,8 +40,9 @@ from collections.abc import Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work", "training")
 RESULTS = os.path.join(ROOT, "bench", "results")
-# Real 64x64 JPEGs for the Transform scaling runs (read in place, never copied).
-FOOD_DIR = "/work/shared/data/food101-hotdog-64"
+# A real photo folder for the Transform scaling runs (read in place, never copied), given
+# by --transform-images or this variable; without it, the generated demo images are used.
+IMAGES_ENV = "BENCH_IMAGES"
 BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
@@ -163,8 +167,9 @@ def bench_backbone(training: dict, count: int) -> dict:
     labels = np.concatenate(labels)[:count]
     extractor = model.build_feature_extractor(training["_backbone"], training["image_size"])
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)
-    feature_cache.cache_features(extractor, dataset.take(1), 1 << 30, WORK)  # warm-up
-    cache = feature_cache.cache_features(extractor, dataset, 1 << 30, WORK)
+    path = os.path.join(WORK, "bench_features.tfrecord")
+    feature_cache.cache_features(extractor, dataset.take(1), 1 << 30, path)  # warm-up
+    cache = feature_cache.cache_features(extractor, dataset, 1 << 30, path)
     extractor.predict(images[:32], batch_size=32, verbose=0)  # warm-up
     start = time.perf_counter()
     extractor.predict(images, batch_size=32, verbose=0)
@@ -177,10 +182,14 @@ def bench_backbone(training: dict, count: int) -> dict:
     }
 
 
-def food_images(count: int) -> list[str]:
-    paths = sorted(glob.glob(os.path.join(FOOD_DIR, "*", "*", "*.jpg")))
+def photo_paths(images_dir: str, count: int) -> list[str]:
+    paths = sorted(
+        p
+        for p in glob.glob(os.path.join(images_dir, "**", "*"), recursive=True)
+        if p.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".gif"))
+    )
     if not paths:
-        raise SystemExit(f"no JPEGs under {FOOD_DIR}")
+        raise SystemExit(f"no photos under {images_dir}")
     return [paths[i % len(paths)] for i in range(count)]  # cycles if count > files
 
 
@@ -194,7 +203,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def transform_child(count: int, image_size: int) -> None:
+def transform_child(count: int, image_size: int, images_dir: str) -> None:
     """In a fresh process: Beam + tf.Transform over `count` raw examples; prints JSON."""
     _setup_env()
     import apache_beam as beam
@@ -205,7 +214,7 @@ def transform_child(count: int, image_size: int) -> None:
     from components.modules import features, preprocessing
     from tests import factories
 
-    paths = food_images(count)
+    paths = photo_paths(images_dir, count)
     rows = []
     for i, path in enumerate(paths):
         with open(path, "rb") as f:
@@ -254,7 +263,7 @@ def transform_child(count: int, image_size: int) -> None:
     )
 
 
-def bench_transform(sizes: Sequence[int], image_size: int) -> list[dict]:
+def bench_transform(sizes: Sequence[int], image_size: int, images_dir: str) -> list[dict]:
     results = []
     for count in sizes:
         print(f"Transform over {count} examples ...", flush=True)
@@ -267,6 +276,8 @@ def bench_transform(sizes: Sequence[int], image_size: int) -> list[dict]:
                 str(count),
                 "--image-size",
                 str(image_size),
+                "--transform-images",
+                images_dir,
             ],
             cwd=ROOT,
             capture_output=True,
@@ -385,18 +396,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backbone-images", type=int, default=128)
     parser.add_argument("--transform-sizes", default="200,2000")
     parser.add_argument("--transform-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--transform-images",
+        default=os.environ.get(IMAGES_ENV, ""),
+        help=f"photo folder for the Transform runs (default: ${IMAGES_ENV}, else the demo images)",
+    )
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     _setup_env()
     os.makedirs(WORK, exist_ok=True)
     if args.transform_child:
-        transform_child(args.transform_child, args.image_size)
+        transform_child(args.transform_child, args.image_size, args.transform_images)
         return
 
     tfrecord_dir = prepare_data(args.images_per_class)
+    transform_images = os.path.abspath(
+        args.transform_images or os.path.join(WORK, f"demo_{args.images_per_class}")
+    )
     training = bench_training(tfrecord_dir, args.image_size, args.epochs, args.seed)
     backbone = bench_backbone(training, args.backbone_images)
-    transform = bench_transform([int(s) for s in args.transform_sizes.split(",")], args.image_size)
+    transform = bench_transform(
+        [int(s) for s in args.transform_sizes.split(",")], args.image_size, transform_images
+    )
     n_test = max(1, round(args.images_per_class * 0.2))
     results = {
         "meta": {
@@ -406,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "cpus": os.cpu_count(),
             "machine": platform.machine(),
             "backbone_weights": "random",
-            "transform_source": f"food101-hotdog 64x64 JPEGs ({FOOD_DIR})",
+            "transform_source": f"photos of {transform_images}",
         },
         "training": {k: v for k, v in training.items() if not k.startswith("_")},
         "backbone": backbone,

@@ -16,8 +16,15 @@ from components.modules.backbones import DEFAULT_BACKBONE
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
 MODULES_DIR = os.path.join(REPO_ROOT, "components", "modules")
-# In-process DirectRunner: one worker keeps peak memory at one copy of the model.
-DEFAULT_BEAM_PIPELINE_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+# In-process DirectRunner: one worker keeps peak memory at one copy of the model. The
+# container image names where remote Beam workers find TFX (TFX's own image); without any
+# such dependency flag, every Beam component would first copy TFX's installed tree and build
+# an sdist of it to stage (~10-25 s each), which the in-process runner never reads.
+DEFAULT_BEAM_PIPELINE_ARGS = (
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
+    "--sdk_container_image=gcr.io/tfx-oss-public/tfx:1.16.0",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +58,15 @@ class PipelineConfig:
     class_weights: bool = False  # weight the loss by inverse training-class frequency
     early_stopping_patience: int = 0  # 0 = off; else stop on eval loss, restore the best weights
     label_smoothing: float = 0.0  # 0 = plain cross-entropy
+    backbone_dtype: str = "float32"  # float32 | bfloat16: compute dtype of the cached features
+    # Tuning (components/modules/tuner.py): TUNE=true adds TFX's Tuner before the Trainer;
+    # its search runs on the cached features and the Trainer takes the best values.
+    tune: bool = False
+    tune_trials: int = 20  # trial budget (random search)
+    tune_learning_rates: str = "0.0003,0.001,0.003,0.01"  # values tried, comma-separated
+    tune_dropouts: str = "0.0,0.2,0.5"
+    tune_epochs: str = "3,5,10"
+    tune_label_smoothings: str = "0.0,0.1"
     # Data validation (components/anomaly_gate.py).
     anomalies: str = "block"  # ExampleValidator anomalies: block = stop the run, warn = log, go on
     # Evaluation and blessing (components/eval_config.py; the rule is in the README).
@@ -104,6 +120,11 @@ class PipelineConfig:
     @property
     def metadata_path(self) -> str:
         return os.path.join(self.output, "metadata.sqlite")
+
+    @property
+    def feature_cache_dir(self) -> str:
+        """Backbone features kept across runs, one folder per key (feature_cache.py)."""
+        return os.path.join(self.pipeline_root, "FeatureCache")
 
     @property
     def serving_model_dir(self) -> str:

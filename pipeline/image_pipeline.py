@@ -3,7 +3,8 @@
 ImageExampleGen (or ImportExampleGen over image TFRecords: EXAMPLES)
     -> StatisticsGen -> schema (ImportSchemaGen | SchemaGen) -> ExampleValidator
     -> AnomalyGate (stops the run on anomalies, or warns: ANOMALIES)
-    -> Transform (graph only, analyses train) -> Trainer (fits train, validates on validation)
+    -> Transform (graph only, analyses train) -> [Tuner, TUNE=true]
+    -> Trainer (fits train, validates on validation)
     -> Evaluator (eval split only, + latest blessed)
     -> EvaluationReport (report + model card) -> Pusher (the card into assets.extra/)
 """
@@ -21,11 +22,13 @@ from components.eval_config import GateSettings, build_eval_config
 from components.image_example_gen import ImageExampleGen
 from components.modules import ingest_report
 from components.modules.trainer import TrainingOptions
+from components.modules.tuner import TuningOptions
 from components.report.component import EvaluationReport
 from pipeline.configs import MODULES_DIR, PipelineConfig
 
 TRANSFORM_MODULE = os.path.join(MODULES_DIR, "preprocessing.py")
 TRAINER_MODULE = os.path.join(MODULES_DIR, "trainer.py")
+TUNER_MODULE = os.path.join(MODULES_DIR, "tuner.py")
 
 # Knobs that PipelineConfig and the Trainer's TrainingOptions share, passed by name.
 TRAINING_KNOBS = tuple(
@@ -88,24 +91,45 @@ def create_pipeline(
         disable_statistics=True,
         splits_config=tfx.proto.SplitsConfig(analyze=["train"]),
     )
+    train_args = tfx.proto.TrainArgs(splits=[ingest.TRAIN])
+    # The eval split never reaches the Trainer (nor the Tuner): validation drives decisions.
+    eval_args = tfx.proto.EvalArgs(splits=[ingest.VALIDATION])
+    training_config = {
+        # Every TrainingOptions field that is also a pipeline knob, by name: a knob
+        # added to both reaches run_fn without being listed here.
+        **{name: getattr(config, name) for name in TRAINING_KNOBS},
+        "image_size": config.image_size,
+        "backbone": config.backbone,
+        "weights": weights_record,
+        # ImageExampleGen's report in the examples artifact overrides these in run_fn.
+        **classes,
+        # Backbone features persist here across runs, keyed by what determines them.
+        "feature_cache_dir": config.feature_cache_dir,
+    }
+    tuner = None
+    if config.tune:
+        # Searches the head on the cached features, on the Trainer's own splits.
+        tuner = tfx.components.Tuner(
+            module_file=TUNER_MODULE,
+            examples=example_gen.outputs["examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=train_args,
+            eval_args=eval_args,
+            custom_config={
+                **training_config,
+                **{f.name: getattr(config, f.name) for f in dataclasses.fields(TuningOptions)},
+            },
+        )
     trainer = tfx.components.Trainer(
         module_file=TRAINER_MODULE,
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        # The eval split never reaches the Trainer: validation drives its decisions.
-        train_args=tfx.proto.TrainArgs(splits=[ingest.TRAIN]),
-        eval_args=tfx.proto.EvalArgs(splits=[ingest.VALIDATION]),
-        custom_config={
-            # Every TrainingOptions field that is also a pipeline knob, by name: a knob
-            # added to both reaches run_fn without being listed here.
-            **{name: getattr(config, name) for name in TRAINING_KNOBS},
-            "image_size": config.image_size,
-            "backbone": config.backbone,
-            "weights": weights_record,
-            # ImageExampleGen's report in the examples artifact overrides these in run_fn.
-            **classes,
-        },
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
+        train_args=train_args,
+        eval_args=eval_args,
+        custom_config=training_config,
     )
     # ExampleValidator only records anomalies; the gate stops the run on them before
     # Transform and training (ANOMALIES=block) or only warns (ANOMALIES=warn).
@@ -163,6 +187,7 @@ def create_pipeline(
             example_validator,
             gate,
             transform,
+            *([tuner] if tuner else []),
             trainer,
             latest_blessed_model,
             evaluator,

@@ -22,7 +22,7 @@ from tfx import v1 as tfx
 
 from components.artifact_types import EvaluationReport
 from components.eval_config import ACCURACY_METRIC
-from components.modules import export, ingest_report
+from components.modules import export, feature_cache, ingest_report
 from components.modules.weights import log_loud_warning
 from components.report import gate
 from components.report.rebuild import publish
@@ -30,6 +30,7 @@ from pipeline.configs import PipelineConfig
 from pipeline.inputs import PreparedInputs
 
 EXIT_NOT_PUSHED = 3
+TUNER_RESULTS_FILE = "tuner_results.json"  # TFX Tuner executor's file in TunerResults
 SKIPPED_SHOWN = 10  # skipped files listed in the summary; the report has them all
 _STATE = metadata_store_pb2.Execution.State
 
@@ -113,6 +114,13 @@ def eval_metrics(evaluation_uri: str) -> dict:
     return metrics
 
 
+def tuner_summary(tuner_results_uri: str) -> dict:
+    """The Tuner's trials (TFX writes them best first: trial_id, score, hyperparameters)."""
+    with open(os.path.join(tuner_results_uri, TUNER_RESULTS_FILE)) as f:
+        trials = json.load(f)
+    return {"trials": len(trials), "best": trials[0] if trials else None, "all": trials}
+
+
 def ingest_summary(components: dict, config: PipelineConfig) -> dict:
     """The ExampleGen's node and its ingest report (from its artifact, or beside EXAMPLES)."""
     for node, component in components.items():
@@ -163,8 +171,8 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
         summary["blessed"] = bool(_custom(evaluator["ModelBlessing"][0], "blessed"))
     if evaluator.get("ModelEvaluation"):
         summary["gate"] = gate.read_gate(evaluator["ModelEvaluation"][0].uri).as_dict()
-    report = components.get("EvaluationReport", {}).get("outputs", {}).get(
-        EvaluationReport.TYPE_NAME
+    report = (
+        components.get("EvaluationReport", {}).get("outputs", {}).get(EvaluationReport.TYPE_NAME)
     )
     if report:
         publish(report[0].uri, config.report_dir)
@@ -175,9 +183,16 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
     trained = components.get("Trainer", {}).get("outputs", {}).get("Model")
     if trained:
         serving_dir = os.path.join(trained[0].uri, "Format-Serving")
-        summary["model_metadata_backbone_weights"] = export.read_training_metadata(serving_dir).get(
-            "backbone_weights"
-        )
+        training_metadata = export.read_training_metadata(serving_dir)
+        summary["model_metadata_backbone_weights"] = training_metadata.get("backbone_weights")
+        summary["feature_cache"] = {
+            **training_metadata.get("feature_cache", {}),
+            "dir": config.feature_cache_dir,
+            "size_bytes": feature_cache.store_size_bytes(config.feature_cache_dir),
+        }
+    tuner_results = components.get("Tuner", {}).get("outputs", {}).get("TunerResults")
+    if tuner_results:
+        summary["tuner"] = tuner_summary(tuner_results[0].uri)
     # `make run` can only exit 0 or 2 (make's code for any failed recipe): scripts read this.
     summary["exit_code"] = 0 if summary["pushed"] else EXIT_NOT_PUSHED
     with open(config.summary_path, "w") as f:
@@ -224,6 +239,17 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
         lines.append(f"eval accuracy: {metrics.get(ACCURACY_METRIC, float('nan')):.4f}")
     if "gate" in summary:
         lines.extend(gate.format_gate(summary["gate"]))
+    cache = summary.get("feature_cache")
+    if cache and cache.get("used"):
+        lines.append(
+            f"feature cache: {'reused, no backbone pass' if cache['reused'] else 'computed'} "
+            f"({cache['backbone_images']} images through the backbone); "
+            f"{cache['size_bytes'] / 1e6:.1f} MB on disk in {cache['dir']}"
+        )
+    tuner = summary.get("tuner")
+    if tuner and tuner["best"]:
+        best = {k: v for k, v in tuner["best"].items() if k != "trial_id"}
+        lines.append(f"tuner: {tuner['trials']} trials; best {best}")
     lines.append(f"blessed: {summary.get('blessed')}")
     if summary.get("report"):
         lines.append(f"evaluation report: {summary['report']}")

@@ -98,9 +98,31 @@ def serve(export_dir: str, images: list[bytes]) -> np.ndarray:
     return outputs[features.PROBABILITIES_KEY].numpy()
 
 
-def in_memory(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
-    """The same (image, label) batches, as a dataset of known length."""
-    images, labels = zip(*dataset.as_numpy_iterator(), strict=True)
-    return tf.data.Dataset.from_tensor_slices(
-        (np.concatenate(images), np.concatenate(labels))
-    ).batch(batch_size)
+def fn_args(
+    tmp_path, backbone: str, image_size: int, train_files, eval_files, run: str = "1", **config
+) -> tfx.components.FnArgs:
+    """FnArgs as TFX's Trainer/Tuner executors build them, for run_fn and tuner_fn; one
+    Transform graph per tmp_path, output folders per `run`."""
+    transform_dir = os.path.join(str(tmp_path), "transform")
+    if not os.path.exists(transform_dir):
+        transform_output(transform_dir, image_size, backbone)
+    return tfx.components.FnArgs(
+        train_files=list(train_files),
+        eval_files=list(eval_files),
+        transform_output=transform_dir,
+        transform_graph_path=transform_dir,
+        serving_model_dir=os.path.join(str(tmp_path), f"serving_{run}"),
+        model_run_dir=os.path.join(str(tmp_path), f"run_{run}"),
+        working_dir=os.path.join(str(tmp_path), f"work_{run}"),
+        data_accessor=data_accessor(),
+        custom_config={
+            "image_size": image_size,
+            "backbone": backbone,
+            "weights": random_weights(backbone),
+            "class_names": ["warm", "cool"],
+            "epochs": 1,
+            "batch_size": 4,
+            "seed": 1,
+            **config,
+        },
+    )

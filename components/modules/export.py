@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import tensorflow as tf
 import tf_keras
@@ -21,12 +22,18 @@ CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 
 
 class _ServingModule(tf.Module):
-    def __init__(self, model: tf_keras.Model, transform_layer, class_names: list[str]):
+    def __init__(
+        self,
+        model: tf_keras.Model,
+        transform_layer,
+        class_names: list[str],
+        call_model: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    ):
         super().__init__()
         # The Keras model itself stays out of the object graph: tracking it makes
         # tf.saved_model.save trace every layer for Keras' own metadata (~40 s for
         # ResNet50). The signatures need only its variables, which are tracked here.
-        self._call_model = lambda images: model(images, training=False)
+        self._call_model = call_model or (lambda images: model(images, training=False))
         self.model_variables = list(model.variables)
         # An attribute, so the Transform graph's resources are tracked and saved.
         self.transform_layer = transform_layer
@@ -100,13 +107,17 @@ def export_serving_model(
     class_names: list[str],
     metadata: dict,
     export_dir: str,
+    call_model: Callable[[tf.Tensor], tf.Tensor] | None = None,
 ) -> None:
     """Write the SavedModel with its three signatures and training metadata to export_dir.
 
     `transform_layer` maps {IMAGE_KEY: [batch] bytes} to transformed features; in the
-    pipeline it is tft.TFTransformOutput.transform_features_layer().
+    pipeline it is tft.TFTransformOutput.transform_features_layer(). `call_model`
+    (transformed images -> probabilities, computed with `model`'s variables) replaces
+    `model(images, training=False)`: the Trainer passes one built on the backbone's
+    already-traced tf.function, so exporting does not trace the backbone a second time.
     """
-    module = _ServingModule(model, transform_layer, list(class_names))
+    module = _ServingModule(model, transform_layer, list(class_names), call_model)
     tf.saved_model.save(module, export_dir, signatures=_signatures(module))
     _mark_classify_signature(export_dir)
     metadata_path = os.path.join(export_dir, features.TRAINING_METADATA_FILE)

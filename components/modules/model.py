@@ -46,8 +46,32 @@ def build_model(backbone: tf_keras.Model, head: tf_keras.Model, image_size: int)
     return tf_keras.Model(image, head(pooled), name="transfer_model")
 
 
-def build_feature_extractor(backbone: tf_keras.Model, image_size: int) -> tf_keras.Model:
-    """Transformed image -> pooled features: exactly the part of build_model below the head."""
+def build_feature_extractor(
+    backbone: tf_keras.Model,
+    image_size: int,
+    compute_dtype: str = "float32",
+    backbone_name: str | None = None,
+) -> tf_keras.Model:
+    """Transformed image -> pooled features: exactly the part of build_model below the head.
+
+    compute_dtype="bfloat16" runs a copy of the backbone (same weights) under Keras'
+    mixed_bfloat16 policy: variables stay float32, convolutions run in bfloat16, which
+    CPUs with AVX512_BF16 execute natively. The exported model stays float32.
+    """
+    if compute_dtype == "bfloat16":
+        if backbone_name is None:
+            raise ValueError("a bfloat16 feature extractor needs the backbone's name")
+        previous = tf_keras.mixed_precision.global_policy()
+        tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        try:
+            copy = get_backbone(backbone_name).build(image_size)
+        finally:
+            tf_keras.mixed_precision.set_global_policy(previous)
+        copy.set_weights(backbone.get_weights())
+        copy.trainable = False
+        backbone = copy
+    elif compute_dtype != "float32":
+        raise ValueError(f"BACKBONE_DTYPE={compute_dtype!r}: choose float32 or bfloat16.")
     image = tf_keras.Input(shape=(image_size, image_size, 3), name=features.TRANSFORMED_IMAGE_KEY)
     feature_map = backbone(image, training=False)
     pooled = tf_keras.layers.GlobalAveragePooling2D(name="avg_pool")(feature_map)
@@ -119,11 +143,15 @@ def compile_model(
     learning_rate: float,
     num_classes: int | None = None,
     label_smoothing: float = 0.0,
+    steps_per_execution: int = 1,
 ) -> None:
+    """`steps_per_execution` > 1 runs that many batches per call into the graph: the head
+    alone is so small that Python's per-step overhead would dominate (Tuner trials)."""
     if label_smoothing and num_classes is None:
         raise ValueError("label_smoothing needs num_classes")
     model.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate),
         loss=sparse_loss(num_classes or 0, label_smoothing),
         metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=steps_per_execution,
     )

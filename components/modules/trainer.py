@@ -8,8 +8,10 @@ image to disk.
 Training runs in phases:
 1. frozen: only the head learns. By default the backbone runs once over the train and
    eval data and the head trains on the cached pooled features (feature_cache.py), which
-   gives the same head as the ordinary loop at a fraction of the cost. Augmentation
-   changes the images every epoch, so with it on the ordinary loop runs instead.
+   gives the same head as the ordinary loop at a fraction of the cost. The features are
+   kept under the pipeline root, keyed by everything that determines them, so a re-run
+   that changes only head knobs runs no backbone pass at all. Augmentation changes the
+   images every epoch, so with it on the ordinary loop runs instead.
 2. fine-tuning (optional, FINE_TUNE_EPOCHS > 0): the top FINE_TUNE_BLOCKS blocks of the
    backbone are unfrozen (batch norm excepted) and the whole model trains on with a low
    learning rate, continuing the epoch count.
@@ -19,10 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -33,6 +37,11 @@ from tfx_bsl.public import tfxio
 from components.modules import augmentation, export, feature_cache, features, ingest_report, model
 from components.modules.backbones import get_backbone
 from components.modules.weights import log_loud_warning, weights_digest
+
+# Head knobs the Tuner searches (components/modules/tuner.py); the Trainer takes its best
+# values for these names from TFX's `hyperparameters` channel.
+TUNED_HYPERPARAMETERS = ("learning_rate", "dropout", "epochs", "label_smoothing")
+BACKBONE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +63,8 @@ class TrainingOptions:
     class_counts: tuple[int, ...] = ()  # training examples per class (for class_weights)
     early_stopping_patience: int = 0  # 0 = off; else stop on val_loss, restore best weights
     label_smoothing: float = 0.0
+    backbone_dtype: str = "float32"  # compute dtype of the cached backbone pass (bfloat16)
+    feature_cache_dir: str = ""  # where features persist across runs; "" = scratch, per run
     shuffle: bool = True  # shuffle the training data (tests turn it off to compare paths)
 
     @classmethod
@@ -63,6 +74,13 @@ class TrainingOptions:
         if "class_counts" in values:
             values["class_counts"] = tuple(int(c) for c in values["class_counts"])
         return cls(**values)
+
+    def with_hyperparameters(self, values: Mapping | None) -> TrainingOptions:
+        """These options with the Tuner's best values (FnArgs.hyperparameters["values"])."""
+        if not values:
+            return self
+        names = {field.name for field in dataclasses.fields(self)} & set(TUNED_HYPERPARAMETERS)
+        return dataclasses.replace(self, **{k: v for k, v in values.items() if k in names})
 
     @property
     def uses_cache(self) -> bool:
@@ -93,6 +111,24 @@ def class_weights_from_counts(counts: Sequence[int]) -> dict[int, float]:
     }
 
 
+def count_examples(
+    file_pattern: list[str],
+    data_accessor: tfx.components.DataAccessor,
+    schema,
+) -> int:
+    """Records matching `file_pattern` (reads them, decodes no image: a fraction of a second
+    per thousand photos)."""
+    dataset = data_accessor.tf_dataset_factory(
+        file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=1024, num_epochs=1), schema
+    )
+    return int(
+        dataset.reduce(
+            tf.constant(0, tf.int64),
+            lambda n, batch: n + tf.shape(batch[features.LABEL_KEY], out_type=tf.int64)[0],
+        )
+    )
+
+
 def make_dataset(
     file_pattern: list[str],
     data_accessor: tfx.components.DataAccessor,
@@ -101,13 +137,21 @@ def make_dataset(
     shuffle: bool,
     seed: int,
 ) -> tf.data.Dataset:
-    """One pass over raw examples -> (transformed image batch, label batch)."""
+    """One pass over raw examples -> (transformed image batch, label batch).
+
+    The dataset's length is set (tfxio's is unknown): over a dataset of unknown length,
+    Keras' first epoch ends with a step that hits end-of-data and still counts one Adam
+    iteration, so from the second epoch on the bias correction is off by one compared
+    with the same data of known length (the cached features').
+    """
+    schema = tf_transform_output.raw_metadata.schema
+    num_batches = math.ceil(count_examples(file_pattern, data_accessor, schema) / batch_size)
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
             batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1
         ),
-        tf_transform_output.raw_metadata.schema,
+        schema,
     )
     transform_layer = tf_transform_output.transform_features_layer()
 
@@ -116,6 +160,7 @@ def make_dataset(
         label = tf.reshape(transformed[features.LABEL_KEY], [-1])
         return transformed[features.TRANSFORMED_IMAGE_KEY], label
 
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
     return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
@@ -134,21 +179,98 @@ def _callbacks(options: TrainingOptions, log_dir: str | None) -> list:
     return callbacks
 
 
+def cache_keys(
+    train_files: list[str],
+    eval_files: list[str],
+    transform_output_dir: str,
+    backbone_name: str,
+    weights_record: Mapping,
+    image_size: int,
+    options: TrainingOptions,
+) -> dict[str, feature_cache.CacheKey]:
+    """split -> the key of its cached features (feature_cache.CacheKey): what determines
+    them, nothing else, so head knobs (learning rate, epochs, batch size, ...) reuse them."""
+    transform_fn_dir = tft.TFTransformOutput(transform_output_dir).transform_savedmodel_dir
+    transform_sha256 = feature_cache.sha256_of_dir(transform_fn_dir)
+    # Random weights are drawn from the seed (run_fn seeds before building the backbone).
+    weights = weights_record["sha256"] or f"random-seed-{options.seed}"
+    return {
+        split: feature_cache.CacheKey(
+            examples_sha256=feature_cache.sha256_of_patterns(files),
+            transform_graph_sha256=transform_sha256,
+            backbone=backbone_name,
+            weights=weights,
+            image_size=int(image_size),
+            compute_dtype=options.backbone_dtype,
+        )
+        for split, files in (("train", train_files), ("eval", eval_files))
+    }
+
+
+# backbone -> {(image size, dtype): feature extractor}; weak, so it dies with the backbone.
+_EXTRACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def head_features(
+    backbone: tf_keras.Model | Callable[[], tf_keras.Model],
+    backbone_name: str,
+    image_size: int,
+    train_dataset: tf.data.Dataset,
+    eval_dataset: tf.data.Dataset,
+    options: TrainingOptions,
+    work_dir: str,
+    keys: Mapping[str, feature_cache.CacheKey] | None = None,
+) -> dict[str, feature_cache.FeatureCache]:
+    """split -> pooled features: from the store under options.feature_cache_dir when `keys`
+    are given and an earlier run (or the Tuner) computed them, else one backbone pass.
+    `backbone` may be a function building it: then it is built only on a miss."""
+    budget = options.cache_memory_mb * 1024 * 1024
+    built: list[tf_keras.Model] = []
+
+    def get_extractor() -> tf_keras.Model:
+        # Built on the first miss only; one per backbone object, so both splits (and any
+        # later call with the same backbone) share its trace.
+        if not built:
+            network = backbone if isinstance(backbone, tf_keras.Model) else backbone()
+            extractors = _EXTRACTORS.setdefault(network, {})
+            key = (image_size, options.backbone_dtype)
+            if key not in extractors:
+                extractors[key] = model.build_feature_extractor(
+                    network, image_size, options.backbone_dtype, backbone_name
+                )
+            built.append(extractors[key])
+        return built[0]
+
+    caches = {}
+    for split, dataset in (("train", train_dataset), ("eval", eval_dataset)):
+        if keys and options.feature_cache_dir:
+            caches[split] = feature_cache.cached_features(
+                options.feature_cache_dir, keys[split], split, get_extractor, dataset, budget
+            )
+        else:  # no key: scratch features for this run only
+            path = os.path.join(work_dir, f"{split}{feature_cache.DATA_SUFFIX}")
+            caches[split] = feature_cache.cache_features(get_extractor(), dataset, budget, path)
+    return caches
+
+
 def train_head_cached(
     backbone: tf_keras.Model,
+    backbone_name: str,
     head: tf_keras.Model,
     image_size: int,
     train_dataset: tf.data.Dataset,
     eval_dataset: tf.data.Dataset,
     options: TrainingOptions,
-    spill_dir: str,
+    work_dir: str,
     log_dir: str | None = None,
+    keys: Mapping[str, feature_cache.CacheKey] | None = None,
 ) -> dict:
-    """Frozen phase on cached features: one backbone pass, then `epochs` of the head alone."""
-    extractor = model.build_feature_extractor(backbone, image_size)
-    budget = options.cache_memory_mb * 1024 * 1024
-    train_cache = feature_cache.cache_features(extractor, train_dataset, budget, spill_dir, "train")
-    eval_cache = feature_cache.cache_features(extractor, eval_dataset, budget, spill_dir, "eval")
+    """Frozen phase on cached features: at most one backbone pass, then `epochs` of the
+    head alone."""
+    caches = head_features(
+        backbone, backbone_name, image_size, train_dataset, eval_dataset, options, work_dir, keys
+    )
+    train_cache, eval_cache = caches["train"], caches["eval"]
     history = train_network(
         head,
         train_cache.dataset(options.batch_size, shuffle=options.shuffle, seed=options.seed),
@@ -163,6 +285,10 @@ def train_head_cached(
         **history,
         "cache_images_per_s": [train_cache.images_per_second],
         "cache_spilled": [float(train_cache.spill_path is not None)],
+        # What a head-only re-run must keep at 0: images through the backbone here.
+        "backbone_images": [float(sum(c.backbone_images for c in caches.values()))],
+        "feature_cache_reused": [float(all(c.reused for c in caches.values()))],
+        "feature_seconds": [float(sum(c.seconds for c in caches.values()))],
     }
 
 
@@ -207,17 +333,31 @@ def train(
     options: TrainingOptions,
     work_dir: str,
     log_dir: str | None = None,
+    cache_keys: Mapping[str, feature_cache.CacheKey] | None = None,
+    feature_train_dataset: tf.data.Dataset | None = None,
 ) -> tuple[tf_keras.Model, dict]:
     """All phases; returns the full model (backbone + head) for export and the history.
 
     `train_dataset` yields (transformed image, label) batches, shuffled by the caller for
-    the uncached paths; `eval_dataset` the same, unshuffled.
+    the uncached paths; `eval_dataset` the same, unshuffled. `feature_train_dataset`
+    (default: train_dataset) is what the backbone pass reads for the cached features:
+    unshuffled, so stored features do not depend on the seed. With `cache_keys` and
+    options.feature_cache_dir, cached features persist and are reused across runs.
     """
     phases: dict[str, float] = {}
     start = time.perf_counter()
     if options.uses_cache:
         history = train_head_cached(
-            backbone, head, image_size, train_dataset, eval_dataset, options, work_dir, log_dir
+            backbone,
+            backbone_name,
+            head,
+            image_size,
+            train_dataset if feature_train_dataset is None else feature_train_dataset,
+            eval_dataset,
+            options,
+            work_dir,
+            log_dir,
+            cache_keys,
         )
         network = model.build_model(backbone, head, image_size)
     else:
@@ -279,8 +419,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     weights_record = config["weights"]
     if not weights_record["pretrained"]:
         log_loud_warning(weights_record["warning"])
-    options = TrainingOptions.from_config(config)
-    tf_keras.utils.set_random_seed(options.seed)
+    # TUNE=true: the Tuner's best head hyperparameters arrive through TFX's channel.
+    options = TrainingOptions.from_config(config).with_hyperparameters(
+        (fn_args.hyperparameters or {}).get("values")
+    )
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
     def dataset(files, shuffle):
@@ -293,12 +435,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             options.seed,
         )
 
-    # Shuffled even for the cache pass (harmless there), as fine-tuning reuses it.
     train_dataset = dataset(fn_args.train_files, shuffle=options.shuffle)
     eval_dataset = dataset(fn_args.eval_files, shuffle=False)
 
     class_names = config["class_names"]
-    backbone = model.build_backbone(config["backbone"], config["image_size"], weights_record)
+    backbone = build_seeded_backbone(config, options.seed)
     loaded_digest = weights_digest(backbone)
     head = model.build_head(
         get_backbone(config["backbone"]).feature_dim,
@@ -306,6 +447,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         options.dropout,
         options.seed,
     )
+    keys = None
+    if options.uses_cache and options.feature_cache_dir:
+        keys = cache_keys(
+            fn_args.train_files,
+            fn_args.eval_files,
+            fn_args.transform_output,
+            config["backbone"],
+            weights_record,
+            config["image_size"],
+            options,
+        )
     # Spill files are scratch: a temp dir under the run dir, removed after training.
     os.makedirs(fn_args.model_run_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=fn_args.model_run_dir) as work_dir:
@@ -319,8 +471,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             options,
             work_dir,
             fn_args.model_run_dir,
+            cache_keys=keys,
+            # The backbone pass reads in file order: stored features do not depend on SEED.
+            feature_train_dataset=dataset(fn_args.train_files, shuffle=False),
         )
     logging.info("Training history: %s", history)
+    start = time.perf_counter()
     export.export_serving_model(
         network,
         tf_transform_output.transform_features_layer(),
@@ -335,6 +491,35 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             "epochs": options.epochs,
             "training_options": dataclasses.asdict(options),
             "history": {k: [float(v) for v in vs] for k, vs in history.items()},
+            "feature_cache": {
+                "used": options.uses_cache,
+                "keys": {split: key.digest for split, key in (keys or {}).items()},
+                "reused": bool(history.get("feature_cache_reused", [0.0])[-1]),
+                "backbone_images": int(history.get("backbone_images", [0.0])[-1]),
+            },
         },
         fn_args.serving_model_dir,
+        call_model=traced_model_call(backbone, head, config["image_size"]),
     )
+    logging.info("Exported in %.1f s", time.perf_counter() - start)
+
+
+def traced_model_call(
+    backbone: tf_keras.Model, head: tf_keras.Model, image_size: int
+) -> Callable[[tf.Tensor], tf.Tensor] | None:
+    """images -> head(pooled features) through the float32 feature extractor's tf.function
+    when the feature pass traced it in this process (None otherwise): the export then
+    reuses that trace of the backbone instead of tracing it again. Same variables, same
+    computation as build_model's network (fine-tuned weights included)."""
+    extractor = _EXTRACTORS.get(backbone, {}).get((image_size, "float32"))
+    extract = getattr(extractor, "_feature_cache_extract", None)
+    if extract is None or extract.experimental_get_tracing_count() == 0:
+        return None
+    return lambda images: head(extract(images), training=False)
+
+
+def build_seeded_backbone(config: Mapping, seed: int) -> tf_keras.Model:
+    """The frozen backbone of custom_config; random weights are drawn right after seeding,
+    so the Tuner and every Trainer run build the same ones (their features share a key)."""
+    tf_keras.utils.set_random_seed(seed)
+    return model.build_backbone(config["backbone"], config["image_size"], config["weights"])

@@ -1,0 +1,169 @@
+"""Tuner module: tuner_fn searches the head's hyperparameters on cached backbone features.
+
+Why it is cheap: the backbone is frozen during the head's training, so a trial only
+trains the small dense head on pooled features. The features come from the same store
+and key as the Trainer's (feature_cache.py): the Tuner computes them once (or reuses an
+earlier run's), every trial reads them from memory, and the Trainer that follows finds
+them cached. TUNE=true wires TFX's Tuner component with this module; the Trainer takes
+the best values through TFX's `hyperparameters` channel (TrainingOptions.with_hyperparameters).
+
+The search space (learning rate, dropout, epochs, label smoothing) and the trial budget
+are knobs (pipeline/configs.py, TUNE_*); trials are scored on the split the Trainer
+evaluates on (FnArgs.eval_files) by validation accuracy, the metric the Evaluator gates on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import keras_tuner
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+
+from components.modules import ingest_report, model, trainer
+from components.modules.backbones import get_backbone
+
+OBJECTIVE = "val_accuracy"
+# Batches per graph call in a trial: a trial's cost is then its tracing, not Python.
+STEPS_PER_EXECUTION = 64
+
+
+def _values(text: str, kind: type) -> list:
+    values = [kind(v) for v in text.replace(" ", "").split(",") if v]
+    if not values:
+        raise ValueError(f"empty search-space list {text!r}")
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningOptions:
+    """The Tuner's knobs (custom_config): trial budget and the values each knob may take."""
+
+    tune_trials: int = 20
+    tune_learning_rates: str = "0.0003,0.001,0.003,0.01"
+    tune_dropouts: str = "0.0,0.2,0.5"
+    tune_epochs: str = "3,5,10"
+    tune_label_smoothings: str = "0.0,0.1"
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> TuningOptions:
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in names and v is not None})
+
+    def search_space(self) -> keras_tuner.HyperParameters:
+        """One Choice per tuned knob, named like TrainingOptions' fields."""
+        hp = keras_tuner.HyperParameters()
+        hp.Choice("learning_rate", _values(self.tune_learning_rates, float))
+        hp.Choice("dropout", _values(self.tune_dropouts, float))
+        hp.Choice("epochs", _values(self.tune_epochs, int))
+        hp.Choice("label_smoothing", _values(self.tune_label_smoothings, float))
+        return hp
+
+
+class HeadTuner(keras_tuner.Tuner):
+    """Random search over the Trainer's head (model.build_head, compiled like
+    train_network does), the epoch count a hyperparameter too.
+
+    KerasTuner's own build-and-fit path only accepts Keras 3 models, and the project's
+    models are tf_keras (Keras 2, see the stack notes): overriding run_trial, KerasTuner's
+    documented hook for custom training, keeps its oracle, search loop and results, which
+    is all TFX's Tuner executor reads.
+    """
+
+    def __init__(self, feature_dim: int, num_classes: int, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.feature_dim, self.num_classes, self.seed = feature_dim, num_classes, seed
+
+    def run_trial(self, trial, x, validation_data, class_weight=None, verbose=0) -> dict:
+        hp = trial.hyperparameters
+        head = model.build_head(self.feature_dim, self.num_classes, hp.get("dropout"), self.seed)
+        model.compile_model(
+            head,
+            hp.get("learning_rate"),
+            self.num_classes,
+            hp.get("label_smoothing"),
+            steps_per_execution=STEPS_PER_EXECUTION,
+        )
+        history = head.fit(
+            x,
+            validation_data=validation_data,
+            epochs=hp.get("epochs"),
+            class_weight=class_weight,
+            verbose=verbose,
+        )
+        # The Trainer keeps the last epoch's head: score that one.
+        return {OBJECTIVE: float(history.history[OBJECTIVE][-1])}
+
+
+def build_tuner(
+    tuning: TuningOptions, feature_dim: int, num_classes: int, seed: int, directory: str
+) -> HeadTuner:
+    return HeadTuner(
+        feature_dim,
+        num_classes,
+        seed,
+        oracle=keras_tuner.oracles.RandomSearchOracle(
+            objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
+            max_trials=tuning.tune_trials,
+            hyperparameters=tuning.search_space(),
+            seed=seed,
+        ),
+        directory=directory,
+        project_name="head",
+        overwrite=True,
+    )
+
+
+def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
+    # Class names and counts from ImageExampleGen's report, as run_fn reads them.
+    report = ingest_report.read_report(ingest_report.examples_uri_of(fn_args.train_files[0]))
+    config = {**fn_args.custom_config, **ingest_report.class_config(report)}
+    options = trainer.TrainingOptions.from_config(config)
+    tuning = TuningOptions.from_config(config)
+    transform_graph = fn_args.transform_graph_path or fn_args.transform_output
+    tf_transform_output = tft.TFTransformOutput(transform_graph)
+
+    def dataset(files):
+        # Unshuffled: this pass only feeds the backbone once (or not at all on a hit).
+        return trainer.make_dataset(
+            files, fn_args.data_accessor, tf_transform_output, options.batch_size, False, 0
+        )
+
+    keys = trainer.cache_keys(
+        fn_args.train_files,
+        fn_args.eval_files,
+        transform_graph,
+        config["backbone"],
+        config["weights"],
+        config["image_size"],
+        options,
+    )
+    # The backbone is built only if the features are not cached yet.
+    caches = trainer.head_features(
+        lambda: trainer.build_seeded_backbone(config, options.seed),
+        config["backbone"],
+        config["image_size"],
+        dataset(fn_args.train_files),
+        dataset(fn_args.eval_files),
+        options,
+        fn_args.working_dir or "",
+        keys if options.feature_cache_dir else None,
+    )
+    num_classes = len(config["class_names"])
+    tuner = build_tuner(
+        tuning,
+        get_backbone(config["backbone"]).feature_dim,
+        num_classes,
+        options.seed,
+        fn_args.working_dir,
+    )
+    return tfx.components.TunerFnResult(
+        tuner=tuner,
+        fit_kwargs={
+            "x": caches["train"].dataset(options.batch_size, shuffle=True, seed=options.seed),
+            "validation_data": caches["eval"].dataset(options.batch_size),
+            "class_weight": options.class_weight(num_classes),
+            "verbose": 0,
+        },
+    )
