@@ -71,8 +71,9 @@ def _task_names(node_id: str, tasks: dict) -> set[str]:
 
 
 def _upstream_tasks(node, tasks: dict) -> set[str]:
-    """The tasks that produce the node's inputs: a resolver's per-channel task by name."""
-    expected = set()
+    """The tasks that produce the node's inputs (a resolver's per-channel task by name),
+    and those it only runs after (`add_upstream_node`, e.g. the AnomalyGate)."""
+    expected = {up.id for up in node.upstream_nodes if up.id in tasks}
     for channel in node.inputs.values():
         for producer in getattr(channel, "_input_channels", [channel]):
             up = producer.producer_component_id
