@@ -29,18 +29,13 @@ def card_json(run) -> dict:
 
 
 def validate(card: dict) -> None:
-    """The toolkit's validation (validation.validate_json_schema) with its own schema file.
+    """The toolkit's own validation with its own schema file (v0.0.2).
 
-    MCT's v0.0.2 schema writes its references as "#definitions/graphic" (no slash after
-    '#'). jsonschema >= 4.18 (the lock has 4.26) resolves references with `referencing`,
-    which rejects that form (InvalidAnchor), so MCT's own function fails on any card
-    with graphics. jsonschema's legacy RefResolver, the one MCT was written against,
-    resolves them as intended; everything else is MCT's validate_json_schema verbatim.
+    MCT's schema writes its references as "#definitions/graphic"; jsonschema >= 4.18
+    rejects that form (InvalidAnchor) on any card with graphics, so the lock keeps
+    jsonschema < 4.18 (pyproject's uv overrides), where MCT's function works as written.
     """
-    schema = validation._find_json_schema(
-        card.get("schema_version") or validation.get_latest_schema_version()
-    )
-    jsonschema.validate(card, schema, resolver=jsonschema.RefResolver.from_schema(schema))
+    validation.validate_json_schema(card)
 
 
 def test_card_validates_against_the_toolkits_schema(run):
