@@ -22,9 +22,10 @@ import sys
 import time
 from collections.abc import Sequence
 
+from bench.results import RESULTS, write_results
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work", "ingest")
-RESULTS = os.path.join(ROOT, "bench", "results")
 IMAGES_ENV = "BENCH_IMAGES"
 WORKER_FLAGS = {
     1: ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
@@ -126,13 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "machine": platform.processor() or platform.machine(),
         "runs": runs,
     }
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "ingest.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    text = to_markdown(results)
-    with open(os.path.join(RESULTS, "ingest.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_results(RESULTS, "ingest", results, to_markdown(results))
 
 
 if __name__ == "__main__":

@@ -36,9 +36,10 @@ import sys
 import time
 from collections.abc import Sequence
 
+from bench.results import RESULTS, write_results
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work", "pipeline")
-RESULTS = os.path.join(ROOT, "bench", "results")
 IMAGES_ENV = "BENCH_IMAGES"
 EXIT_NOT_PUSHED = 3  # pipeline/summary.py's exit code (not imported: it pulls in TFMA)
 # The knobs every run shares: random weights (offline), a threshold low enough to push.
@@ -326,13 +327,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             / floor["train_pass_seconds"],
         },
     }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "pipeline.json"), "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-    text = markdown(results)
-    with open(os.path.join(args.out, "pipeline.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_results(args.out, "pipeline", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import time
 from collections.abc import Sequence
 
 from bench import ingest_bench, pipeline_bench, serving_bench, training_bench
+from bench.results import RESULTS
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BENCHES = (("serving", serving_bench.main), ("training", training_bench.main)) + (
     (("ingest", ingest_bench.main), ("pipeline", pipeline_bench.main))
     if os.environ.get(ingest_bench.IMAGES_ENV)

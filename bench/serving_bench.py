@@ -36,9 +36,10 @@ from dataclasses import asdict, dataclass
 import httpx
 import numpy as np
 
+from bench.results import RESULTS, write_results
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work")
-RESULTS = os.path.join(ROOT, "bench", "results")
 MODEL_NAME = "bench_model"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg")
 
@@ -390,15 +391,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
         "note": note,
     }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "serving.json"), "w") as f:
-        json.dump(
-            {"meta": meta, "results": [asdict(r) for r in results], "hot_swap": swaps}, f, indent=2
-        )
-    table = markdown(results, swaps, meta)
-    with open(os.path.join(args.out, "serving.md"), "w") as f:
-        f.write(table)
-    print(table)
+    write_results(
+        args.out,
+        "serving",
+        {"meta": meta, "results": [asdict(r) for r in results], "hot_swap": swaps},
+        markdown(results, swaps, meta),
+    )
 
 
 if __name__ == "__main__":

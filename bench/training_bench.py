@@ -37,9 +37,10 @@ import sys
 import time
 from collections.abc import Sequence
 
+from bench.results import RESULTS, write_results
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work", "training")
-RESULTS = os.path.join(ROOT, "bench", "results")
 # A real photo folder for the Transform scaling runs (read in place, never copied), given
 # by --transform-images or this variable; without it, the generated demo images are used.
 IMAGES_ENV = "BENCH_IMAGES"
@@ -434,13 +435,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "transform": transform,
         "example_bytes": example_bytes(tfrecord_dir, args.image_size),
     }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "training.json"), "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-    text = markdown(results)
-    with open(os.path.join(args.out, "training.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_results(args.out, "training", results, markdown(results))
 
 
 if __name__ == "__main__":

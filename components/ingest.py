@@ -42,6 +42,7 @@ import apache_beam as beam
 import tensorflow as tf
 
 from components.modules import features
+from components.modules.atomic_files import write_text_atomically
 from components.modules.ingest_report import LABELS_FILE, REPORT_FILE
 
 TRAIN, VALIDATION, EVAL = "train", "validation", "eval"
@@ -463,15 +464,6 @@ def check_report(report: dict) -> None:
             f"No valid evaluation image in {images_dir}; the Evaluator needs some. Add images "
             "to the held-out folder or raise EVAL_FRACTION."
         )
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    """Readers never see half a file: write a temporary name, then rename (gfile: buckets)."""
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def write_listing(listing: Listing, directory: str) -> str:

@@ -33,12 +33,13 @@ import logging
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
+
+from components.modules.atomic_files import write_atomically
 
 # Bump when the on-disk layout or the feature computation changes meaning.
 FORMAT_VERSION = 1
@@ -190,17 +191,6 @@ def _manifest_path(data_path: str) -> str:
     return data_path[: -len(DATA_SUFFIX)] + MANIFEST_SUFFIX
 
 
-def _write_atomically(path: str, write: Callable[[str], None]) -> None:
-    """write(temporary path), then rename onto `path`: readers never see half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def cache_features(
     extractor: tf_keras.Model,
     dataset: tf.data.Dataset,
@@ -241,7 +231,7 @@ def cache_features(
                     held_features.clear()
                     held_labels.clear()
 
-    _write_atomically(path, write)
+    write_atomically(path, write)
     seconds = time.perf_counter() - start
     count = counts["examples"]
     manifest = {
@@ -257,7 +247,7 @@ def cache_features(
         with open(tmp_path, "w") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
 
-    _write_atomically(_manifest_path(path), write_manifest)
+    write_atomically(_manifest_path(path), write_manifest)
     in_memory = counts["bytes"] <= memory_budget_bytes
     cache = FeatureCache(count, feature_dim, seconds, backbone_images=count)
     if in_memory:

@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
 
 from components.modules import features
+from components.modules.atomic_files import write_atomically
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 BATCH_SIZES = (1, 8)
@@ -69,10 +70,11 @@ def warmup_logs() -> list[prediction_log_pb2.PredictionLog]:
 def write_warmup_requests(export_dir: str) -> str:
     """Write the warm-up file into export_dir (written whole to a temporary name, then renamed)."""
     path = os.path.join(export_dir, WARMUP_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = path + ".partial"
-    with tf.io.TFRecordWriter(partial) as writer:
-        for log in warmup_logs():
-            writer.write(log.SerializeToString())
-    os.replace(partial, path)
+
+    def write(tmp: str) -> None:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for log in warmup_logs():
+                writer.write(log.SerializeToString())
+
+    write_atomically(path, write)
     return path
