@@ -16,7 +16,6 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -185,8 +184,7 @@ class Api:
         examples = codec.parse_classify(document, self.limits.max_instances)
         servable = self.models.resolve(call.name, call.version, call.label)
         signature = servable.classify_signature(signature_name)
-        serialized = np.empty(len(examples), dtype=object)
-        serialized[:] = examples
+        serialized = codec.bytes_array(examples)
         outputs = await self.runner.run(servable, signature.name, {CLASSIFY_INPUTS: serialized})
         return codec.encode_classify(outputs.get(CLASSIFY_CLASSES), outputs.get(CLASSIFY_SCORES))
 
@@ -198,8 +196,7 @@ class Api:
         examples = codec.parse_classify(document, self.limits.max_instances)
         servable = self.models.resolve(call.name, call.version, call.label)
         signature = servable.regress_signature(signature_name)
-        serialized = np.empty(len(examples), dtype=object)
-        serialized[:] = examples
+        serialized = codec.bytes_array(examples)
         outputs = await self.runner.run(servable, signature.name, {REGRESS_INPUTS: serialized})
         return codec.encode_regress(outputs[REGRESS_OUTPUTS], len(examples))
 

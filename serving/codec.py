@@ -305,11 +305,17 @@ def decode_b64(text: str) -> bytes:
     raise errors.invalid_argument("Unable to base64 decode")
 
 
+def bytes_array(values: list[bytes]) -> np.ndarray:
+    """A 1-D object array of byte strings: np.array would make a fixed-width `S` array and
+    strip trailing NUL bytes, which serialized protos and images can end with."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
 def _array(flat: list, shape: tuple[int, ...], dtype: str) -> np.ndarray:
     if dtype == "DT_STRING":
-        array = np.empty(len(flat), dtype=object)
-        array[:] = flat
-        return array.reshape(shape)
+        return bytes_array(flat).reshape(shape)
     if dtype == "DT_BOOL":
         numpy_dtype = np.bool_
     elif dtype in _FLOATS:

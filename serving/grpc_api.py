@@ -32,7 +32,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import config, errors
+from serving import codec, config, errors
 from serving.metrics import Metrics
 from serving.models import ModelRegistry
 from serving.runner import Runner
@@ -80,9 +80,7 @@ def examples(request_input) -> np.ndarray:
         serialized = []
     if not serialized:
         raise errors.invalid_argument("Input is empty.")
-    array = np.empty(len(serialized), dtype=object)
-    array[:] = serialized
-    return array
+    return codec.bytes_array(serialized)
 
 
 def predict_inputs(servable: Servable, request, max_instances: int | None = None):
