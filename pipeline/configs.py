@@ -11,7 +11,7 @@ import os
 import shlex
 from collections.abc import Mapping
 
-from components.modules.backbones import DEFAULT_BACKBONE
+from components.modules.features import DEFAULT_BACKBONE
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")

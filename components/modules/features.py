@@ -1,9 +1,13 @@
-"""Feature keys and signature names: the one place each name is defined.
+"""Feature keys, signature names and the default backbone: the one place each name is defined.
 
 Ingest writes these keys into tf.Examples, Transform reads and writes them, the
 Trainer and the export signatures use them, and the Evaluator is configured with
-them. Everything else imports from here so a rename is a one-line change.
+them. Everything else imports from here so a rename is a one-line change. No TensorFlow
+here: pipeline/configs.py imports this module and must stay free of it.
 """
+
+# The BACKBONE knob's default: a row of the table in components/modules/backbones.py.
+DEFAULT_BACKBONE = "resnet50"
 
 # Raw tf.Example features written by ingest (components/ingest.py).
 IMAGE_KEY = "image_raw"  # the original encoded file bytes, never re-encoded
