@@ -37,11 +37,12 @@ import httpx
 import numpy as np
 
 from bench.results import RESULTS, write_results
+from serving.client import image_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work")
 MODEL_NAME = "bench_model"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg")
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
 @dataclass
@@ -63,10 +64,10 @@ def default_model() -> str:
     if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
         sys.path.insert(0, ROOT)
-        from tests import factories
+        from components import samples
 
         print("exporting a ResNet50 224x224 model into", export_dir, flush=True)
-        factories.export_test_model(export_dir, image_size=224, backbone="resnet50")
+        samples.export_untrained_model(export_dir, image_size=224, backbone="resnet50")
     return export_dir
 
 
@@ -82,12 +83,7 @@ def version_dir(model_dir: str) -> str:
 
 def load_images(folder: str | None, count: int) -> list[bytes]:
     if folder:
-        paths = sorted(
-            os.path.join(root, name)
-            for root, _, files in os.walk(folder)
-            for name in files
-            if name.lower().endswith(IMAGE_EXTENSIONS)
-        )[:count]
+        paths = list(image_files([folder], JPEG_EXTENSIONS))[:count]
         if not paths:
             raise SystemExit(f"no JPEGs in {folder}")
         images = []

@@ -69,22 +69,22 @@ def prepare_data(images_per_class: int) -> str:
 def bench_training(tfrecord_dir: str, image_size: int, epochs: int, seed: int) -> dict:
     import tf_keras
 
+    from components import samples
     from components.modules import backbones, model, trainer
-    from tests import training_helpers
 
     transform_dir = os.path.join(WORK, f"transform_{image_size}")
     shutil.rmtree(transform_dir, ignore_errors=True)  # tf.Transform will not overwrite it
-    transform_output = training_helpers.transform_output(transform_dir, image_size, "resnet50")
+    transform_output = samples.transform_output(transform_dir, image_size, "resnet50")
     files = {s: sorted(glob.glob(os.path.join(tfrecord_dir, s, "*"))) for s in ("train", "eval")}
 
     def dataset(split: str, shuffle: bool):
         return trainer.make_dataset(
-            files[split], training_helpers.data_accessor(), transform_output, 32, shuffle, seed
+            files[split], samples.data_accessor(), transform_output, 32, shuffle, seed
         )
 
     tf_keras.utils.set_random_seed(seed)
     backbone = model.build_backbone(
-        "resnet50", image_size, training_helpers.random_weights("resnet50")
+        "resnet50", image_size, samples.random_weights("resnet50")
     )
 
     # The seed's loop: Sequential backbone + GAP + Dense, fit with validation every epoch.
@@ -184,11 +184,9 @@ def bench_backbone(training: dict, count: int) -> dict:
 
 
 def photo_paths(images_dir: str, count: int) -> list[str]:
-    paths = sorted(
-        p
-        for p in glob.glob(os.path.join(images_dir, "**", "*"), recursive=True)
-        if p.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".gif"))
-    )
+    from serving.client import image_files
+
+    paths = list(image_files([images_dir]))
     if not paths:
         raise SystemExit(f"no photos under {images_dir}")
     return [paths[i % len(paths)] for i in range(count)]  # cycles if count > files
@@ -212,15 +210,15 @@ def transform_child(count: int, image_size: int, images_dir: str) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
     from tensorflow_transform.tf_metadata import dataset_metadata
 
+    from components import samples
     from components.modules import features, preprocessing
-    from tests import factories
 
     paths = photo_paths(images_dir, count)
     rows = []
     for i, path in enumerate(paths):
         with open(path, "rb") as f:
-            rows.append(factories.raw_row(f.read(), label=i % 2))
-    metadata = dataset_metadata.DatasetMetadata(factories.raw_schema())
+            rows.append(samples.raw_row(f.read(), label=i % 2))
+    metadata = dataset_metadata.DatasetMetadata(samples.raw_schema())
     config = {"image_size": image_size, "backbone": "resnet50"}
     rss_before = peak_rss_mb()
     out_path = os.path.join(WORK, f"transform_child_{count}.json")

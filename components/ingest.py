@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from components.modules import features
 from components.modules.atomic_files import write_text_atomically
+from components.modules.examples import make_example
 from components.modules.ingest_report import LABELS_FILE, REPORT_FILE
 
 TRAIN, VALIDATION, EVAL = "train", "validation", "eval"
@@ -366,24 +367,16 @@ def assign_split(image: DecodedImage, options: SplitOptions) -> str:
 
 
 def to_example(image: DecodedImage, label: int) -> bytes:
-    def b(value: bytes) -> tf.train.Feature:
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    def i(value: int) -> tf.train.Feature:
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-
-    example = tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                features.IMAGE_KEY: b(image.encoded),
-                features.IMAGE_FORMAT_KEY: b(image.image_format.encode()),
-                features.HEIGHT_KEY: i(image.height),
-                features.WIDTH_KEY: i(image.width),
-                features.LABEL_KEY: i(label),
-                features.LABEL_TEXT_KEY: b(image.source.class_name.encode()),
-                features.SOURCE_PATH_KEY: b(image.source.relpath.encode()),
-            }
-        )
+    example = make_example(
+        {
+            features.IMAGE_KEY: image.encoded,
+            features.IMAGE_FORMAT_KEY: image.image_format.encode(),
+            features.HEIGHT_KEY: image.height,
+            features.WIDTH_KEY: image.width,
+            features.LABEL_KEY: label,
+            features.LABEL_TEXT_KEY: image.source.class_name.encode(),
+            features.SOURCE_PATH_KEY: image.source.relpath.encode(),
+        }
     )
     return example.SerializeToString(deterministic=True)
 

@@ -19,6 +19,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.utils import path_utils
 
 from components.artifact_types import EvaluationReport
 from components.eval_config import ACCURACY_METRIC
@@ -182,7 +183,7 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
     summary["pushed_path"] = _custom(pushed[0], "pushed_destination") if summary["pushed"] else None
     trained = components.get("Trainer", {}).get("outputs", {}).get("Model")
     if trained:
-        serving_dir = os.path.join(trained[0].uri, "Format-Serving")
+        serving_dir = path_utils.serving_model_dir(trained[0].uri)
         training_metadata = export.read_training_metadata(serving_dir)
         summary["model_metadata_backbone_weights"] = training_metadata.get("backbone_weights")
         summary["feature_cache"] = {

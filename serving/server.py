@@ -86,12 +86,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="how often to look for new versions (TF Serving's --file_system_poll_wait_seconds)",
     )
     parser.add_argument(
-        "--num-versions",
-        type=int,
-        default=1,
-        help="keep the latest N versions of each model loaded (default 1: the latest)",
-    )
-    parser.add_argument(
         "--version-labels",
         action="append",
         default=[],
@@ -100,48 +94,46 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "image_classifier:stable=1700000000",
     )
     parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=app.Limits.max_body_bytes,
-        help="larger request bodies are refused with 400 (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-decompressed-bytes",
-        type=int,
-        default=app.Limits.max_decompressed_bytes,
-        help="cap on a gzip body's decompressed size (default %(default)s, TF Serving's)",
-    )
-    parser.add_argument(
-        "--max-instances",
-        type=int,
-        default=app.Limits.max_instances,
-        help="more instances/examples in one request are refused with 400 (default %(default)s)",
-    )
-    parser.add_argument(
-        "--num-threads",
-        type=int,
-        default=os.cpu_count() or 2,
-        help="model calls running at once (default: CPU count, %(default)s)",
-    )
-    parser.add_argument(
         "--enable-batching",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="merge concurrent requests into one model call (default on; see README)",
     )
-    parser.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=batching.BatchingOptions.max_batch_size,
-        help="instances in one merged call (default %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-timeout-micros",
-        type=int,
-        default=0,
-        help="how long a batch may wait to fill once a model thread is free (default 0: "
-        "batches form only from requests that queued while the threads were busy)",
-    )
+    for flag, default, text in (  # the whole-number options
+        ("--num-versions", 1, "keep the latest N versions of each model loaded (default 1)"),
+        (
+            "--max-body-bytes",
+            app.Limits.max_body_bytes,
+            "larger request bodies are refused with 400 (default %(default)s)",
+        ),
+        (
+            "--max-decompressed-bytes",
+            app.Limits.max_decompressed_bytes,
+            "cap on a gzip body's decompressed size (default %(default)s, TF Serving's)",
+        ),
+        (
+            "--max-instances",
+            app.Limits.max_instances,
+            "more instances/examples in one request are refused with 400 (default %(default)s)",
+        ),
+        (
+            "--num-threads",
+            os.cpu_count() or 2,
+            "model calls running at once (default: CPU count, %(default)s)",
+        ),
+        (
+            "--max-batch-size",
+            batching.BatchingOptions.max_batch_size,
+            "instances in one merged call (default %(default)s)",
+        ),
+        (
+            "--batch-timeout-micros",
+            0,
+            "how long a batch may wait to fill once a model thread is free (default 0: "
+            "batches form only from requests that queued while the threads were busy)",
+        ),
+    ):
+        parser.add_argument(flag, type=int, default=default, help=text)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
