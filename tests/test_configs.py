@@ -1,12 +1,13 @@
 """Knobs: defaults, environment overrides, clear errors for bad values."""
 
+import dataclasses
 import os
 import subprocess
 import sys
 
 import pytest
 
-from pipeline.configs import COMMITTED_SCHEMA, PipelineConfig
+from pipeline.configs import COMMITTED_SCHEMA, PipelineConfig, shared_knobs
 
 
 def test_defaults_match_the_documented_ones():
@@ -53,3 +54,14 @@ def test_default_backbone_is_a_row_of_the_table():
     from components.modules import backbones
 
     assert PipelineConfig().backbone in backbones.BACKBONES
+
+
+def test_a_stage_takes_the_knobs_it_shares_by_name():
+    @dataclasses.dataclass(frozen=True)
+    class StageOptions:
+        epochs: int = 1
+        not_a_knob: str = "stage's own"
+
+    config = PipelineConfig.from_env({"EPOCHS": "7"})
+    assert shared_knobs(StageOptions) == ("epochs",)
+    assert config.values_for(StageOptions) == {"epochs": 7}
