@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import sys
-import threading
 from collections.abc import Sequence
 
 import uvicorn
@@ -227,8 +226,7 @@ class ConfigWatcher:
         self.path = path
         self.registry = registry
         self._applied = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = models.Poller("config-poller", self._reload)
 
     def load(self) -> None:
         parsed = config.read_model_config_file(self.path)
@@ -237,21 +235,17 @@ class ConfigWatcher:
             self._applied = parsed
             log.info("Model config %s applied", self.path)
 
-    def start(self, seconds: float) -> None:
-        def loop() -> None:
-            while not self._stop.wait(seconds):
-                try:
-                    self.load()
-                except Exception as exc:  # keep serving the last good config
-                    log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc)
+    def _reload(self) -> None:
+        try:
+            self.load()
+        except Exception as exc:  # keep serving the last good config
+            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc)
 
-        self._thread = threading.Thread(target=loop, name="config-poller", daemon=True)
-        self._thread.start()
+    def start(self, seconds: float) -> None:
+        self._poller.start(seconds)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._poller.stop()
 
 
 def _statuses(registry: models.ModelRegistry, name: str) -> list[models.VersionStatus]:
