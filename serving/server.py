@@ -145,6 +145,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _registry(args: argparse.Namespace, loader: models.Loader, warmup_hook) -> models.ModelRegistry:
+    return models.ModelRegistry(
+        args.model_base_path,
+        loader=loader,
+        model_names=args.model_name,
+        num_versions=args.num_versions,
+        version_labels=args.labels,
+        allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models,
+        warmup=warmup_hook,
+    )
+
+
+def _runner(args: argparse.Namespace, server_metrics: metrics.Metrics) -> runner.Runner:
+    batching_options = None
+    if args.enable_batching:
+        batching_options = batching.BatchingOptions(
+            max_batch_size=args.max_batch_size,
+            batch_timeout_seconds=args.batch_timeout_micros / 1e6,
+        )
+    return runner.Runner(args.num_threads, batching_options, server_metrics.batch_observer())
+
+
+async def _first_load(registry: models.ModelRegistry) -> None:
+    """Load what is there before serving, and log each model's versions."""
+    if registry.sources is None and not os.path.isdir(registry.base_path):
+        log.warning("%s does not exist yet; polling for models", registry.base_path)
+    # Two scans: a version loads once its directory looks the same twice (see models.py).
+    await asyncio.to_thread(registry.poll)
+    await asyncio.to_thread(registry.poll)
+    for name in registry.known_models():
+        states = [f"{s.version}:{s.state.value}" for s in _statuses(registry, name)]
+        log.info("Model %s versions %s", name, ", ".join(states) or "none")
+
+
 def build_app(args: argparse.Namespace) -> Starlette:
     """The ASGI app for these arguments; loading starts in its lifespan, gRPC beside it."""
     from serving import grpc_api, warmup  # import TensorFlow
@@ -157,42 +191,19 @@ def build_app(args: argparse.Namespace) -> Starlette:
     hook = None
     if args.enable_model_warmup:
         hook = warmup.warmer(lambda *a: server_metrics_box[0].observe_warmup(*a))
-    registry = models.ModelRegistry(
-        args.model_base_path,
-        loader=Servable,
-        model_names=args.model_name,
-        num_versions=args.num_versions,
-        version_labels=args.labels,
-        allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models,
-        warmup=hook,
-    )
+    registry = _registry(args, Servable, hook)
     server_metrics = metrics.Metrics(registry, monitoring.path if monitoring.enable else "")
     server_metrics_box.append(server_metrics)
     config_watcher = None
     if args.model_config_file:
         config_watcher = ConfigWatcher(args.model_config_file, registry)
         config_watcher.load()  # loads the models; a bad file stops the server here
-    batching_options = None
-    if args.enable_batching:
-        batching_options = batching.BatchingOptions(
-            max_batch_size=args.max_batch_size,
-            batch_timeout_seconds=args.batch_timeout_micros / 1e6,
-        )
-    model_runner = runner.Runner(
-        args.num_threads, batching_options, server_metrics.batch_observer()
-    )
+    model_runner = _runner(args, server_metrics)
     limits = app.Limits(args.max_body_bytes, args.max_instances, args.max_decompressed_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette):
-        if registry.sources is None and not os.path.isdir(registry.base_path):
-            log.warning("%s does not exist yet; polling for models", registry.base_path)
-        # Two scans: a version loads once its directory looks the same twice (see models.py).
-        await asyncio.to_thread(registry.poll)
-        await asyncio.to_thread(registry.poll)
-        for name in registry.known_models():
-            states = [f"{s.version}:{s.state.value}" for s in _statuses(registry, name)]
-            log.info("Model %s versions %s", name, ", ".join(states) or "none")
+        await _first_load(registry)
         grpc_server = None
         if args.grpc_port:
             grpc_server = grpc_api.create_server(
