@@ -34,5 +34,7 @@ PROBABILITIES_KEY = "probabilities"
 CLASS_INDEX_KEY = "class_index"
 CLASS_NAME_KEY = "class_name"
 
-# Written next to the SavedModel's variables; TF Serving ignores assets.extra.
-TRAINING_METADATA_FILE = "assets.extra/training_metadata.json"
+# A SavedModel's folder for files beside the model, which TF Serving ignores (except its
+# warm-up requests): the training metadata and, copied by the Pusher, the model card.
+ASSETS_EXTRA_DIR = "assets.extra"
+TRAINING_METADATA_FILE = ASSETS_EXTRA_DIR + "/training_metadata.json"
