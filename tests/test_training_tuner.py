@@ -79,3 +79,53 @@ def test_tuner_searches_cached_features_and_the_trainer_uses_the_best(tmp_path):
     assert len(metadata["history"]["loss"]) == best.get("epochs")
     # The Tuner computed the features; the Trainer ran no backbone pass.
     assert metadata["feature_cache"]["reused"] and metadata["feature_cache"]["backbone_images"] == 0
+
+
+def test_every_trial_scores_what_a_fresh_head_with_its_values_scores(tmp_path):
+    """Trials share one traced head (speed); each must still start from the seeded head and
+    a fresh optimizer, and train with its own learning rate, dropout and smoothing."""
+    import numpy as np
+    import tensorflow as tf
+
+    from components.modules import model
+
+    rng = np.random.default_rng(0)
+    dim, classes = 16, 3
+    centres = rng.normal(size=(classes, dim)) * 0.6
+
+    def split(n: int) -> tf.data.Dataset:
+        labels = rng.integers(0, classes, n)
+        feats = (centres[labels] + rng.normal(size=(n, dim))).astype("float32")
+        return tf.data.Dataset.from_tensor_slices((feats, labels)).batch(8)
+
+    train, validation = split(96), split(40)
+    options = tuner.TuningOptions(
+        tune_trials=6,
+        tune_learning_rates="0.003,0.03",
+        tune_dropouts="0.0,0.9",
+        tune_epochs="2,3",
+        tune_label_smoothings="0.0,0.2",
+    )
+    search = tuner.build_tuner(options, dim, classes, seed=7, directory=str(tmp_path))
+    search.search(x=train, validation_data=validation, verbose=0)
+    trials = sorted(search.oracle.trials.values(), key=lambda t: int(t.trial_id))
+    dropouts = [t.hyperparameters.get("dropout") for t in trials]
+    # The check below means something only if a dropout-0.9 trial ran before a 0.0 one.
+    assert 0.9 in dropouts and 0.0 in dropouts[dropouts.index(0.9) :]
+    compared = 0
+    for trial in trials:
+        hp = trial.hyperparameters
+        if hp.get("dropout"):
+            continue  # dropout masks are random: compared only without dropout
+        fresh = model.build_head(dim, classes, 0.0, seed=7)
+        model.compile_model(fresh, hp.get("learning_rate"), classes, hp.get("label_smoothing"))
+        history = fresh.fit(train, validation_data=validation, epochs=hp.get("epochs"), verbose=0)
+        metrics = trial.metrics
+        assert metrics.get_last_value("val_accuracy") == pytest.approx(
+            history.history["val_accuracy"][-1], abs=1e-6
+        )
+        assert metrics.get_last_value("val_loss") == pytest.approx(
+            history.history["val_loss"][-1], rel=1e-4
+        )
+        compared += 1
+    assert compared >= 2

@@ -12,7 +12,13 @@ import tf_keras
 
 from components.modules import features
 from components.modules.backbones import get_backbone
+from components.modules.keras_autograph import skip_tf_keras_conversion
 from components.modules.weights import load_backbone_weights
+
+# Before anything here is traced (fit, predict, export): see keras_autograph.py.
+skip_tf_keras_conversion()
+
+HEAD_DENSE = "head_dense"  # the head's only layer with weights
 
 
 def build_backbone(backbone_name: str, image_size: int, weights_record: dict) -> tf_keras.Model:
@@ -23,14 +29,18 @@ def build_backbone(backbone_name: str, image_size: int, weights_record: dict) ->
     return backbone
 
 
-def build_head(feature_dim: int, num_classes: int, dropout: float, seed: int) -> tf_keras.Model:
+def build_head(
+    feature_dim: int, num_classes: int, dropout: float | tf.Variable, seed: int
+) -> tf_keras.Model:
+    """Dropout + softmax dense layer on pooled features. `dropout` may be a variable
+    (the Tuner's trials set it without building a new head)."""
     pooled = tf_keras.Input(shape=(feature_dim,), name="pooled_features")
     x = tf_keras.layers.Dropout(dropout, seed=seed, name="head_dropout")(pooled)
     probabilities = tf_keras.layers.Dense(
         num_classes,
         activation="softmax",
         kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed),
-        name="head_dense",
+        name=HEAD_DENSE,
     )(x)
     return tf_keras.Model(pooled, probabilities, name="head")
 
@@ -113,16 +123,22 @@ class SmoothedSparseCrossentropy(tf_keras.losses.Loss):
     Keras' sparse loss has no label_smoothing, so labels go through one-hot here.
     """
 
-    def __init__(self, num_classes: int, label_smoothing: float, name: str = "smoothed_ce"):
+    def __init__(
+        self, num_classes: int, label_smoothing: float | tf.Variable, name: str = "smoothed_ce"
+    ):
         super().__init__(name=name)
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
 
     def call(self, labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
-        one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes)
-        return tf_keras.losses.categorical_crossentropy(
-            one_hot, probabilities, label_smoothing=self.label_smoothing
+        one_hot = tf.one_hot(
+            tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes, dtype=probabilities.dtype
         )
+        # Keras' own smoothing formula, written out: its smart_cond on label_smoothing
+        # needs a Python number, and the Tuner's trials pass a variable.
+        smoothing = tf.cast(self.label_smoothing, probabilities.dtype)
+        smoothed = one_hot * (1.0 - smoothing) + smoothing / self.num_classes
+        return tf_keras.losses.categorical_crossentropy(smoothed, probabilities)
 
     def get_config(self) -> dict:
         return {
@@ -132,8 +148,11 @@ class SmoothedSparseCrossentropy(tf_keras.losses.Loss):
         }
 
 
-def sparse_loss(num_classes: int, label_smoothing: float = 0.0) -> tf_keras.losses.Loss:
-    if not label_smoothing:
+def sparse_loss(
+    num_classes: int, label_smoothing: float | tf.Variable = 0.0
+) -> tf_keras.losses.Loss:
+    """`label_smoothing` may be a variable (the Tuner's trials): always the smoothed loss."""
+    if isinstance(label_smoothing, (int, float)) and not label_smoothing:
         return tf_keras.losses.SparseCategoricalCrossentropy()
     return SmoothedSparseCrossentropy(num_classes, label_smoothing)
 
@@ -142,12 +161,14 @@ def compile_model(
     model: tf_keras.Model,
     learning_rate: float,
     num_classes: int | None = None,
-    label_smoothing: float = 0.0,
+    label_smoothing: float | tf.Variable = 0.0,
     steps_per_execution: int = 1,
 ) -> None:
     """`steps_per_execution` > 1 runs that many batches per call into the graph: the head
     alone is so small that Python's per-step overhead would dominate (Tuner trials)."""
-    if label_smoothing and num_classes is None:
+    if num_classes is None and not (
+        isinstance(label_smoothing, (int, float)) and not label_smoothing
+    ):
         raise ValueError("label_smoothing needs num_classes")
     model.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate),
