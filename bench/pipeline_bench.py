@@ -65,12 +65,9 @@ def sample_images(images_dir: str, image_size: int, count: int):
     import tensorflow as tf
 
     from components.modules import preprocessing
+    from serving.client import image_files
 
-    paths = sorted(
-        p
-        for p in glob.glob(os.path.join(images_dir, "**", "*"), recursive=True)
-        if p.lower().endswith((".jpg", ".jpeg", ".png"))
-    )[:count]
+    paths = list(image_files([images_dir], (".jpg", ".jpeg", ".png")))[:count]
     if not paths:
         raise SystemExit(f"no JPEG/PNG photos under {images_dir}")
     encoded = tf.constant([tf.io.read_file(p).numpy() for p in paths])
@@ -83,12 +80,11 @@ def backbone_passes(images, image_size: int, passes: int) -> dict:
     import numpy as np
     import tf_keras
 
-    from components.modules import model, weights
-    from components.modules.backbones import get_backbone
+    from components import samples
+    from components.modules import model
 
     tf_keras.utils.set_random_seed(0)
-    record = weights.resolve_weights(weights.RANDOM, get_backbone("resnet50"))
-    backbone = model.build_backbone("resnet50", image_size, record)
+    backbone = model.build_backbone("resnet50", image_size, samples.random_weights("resnet50"))
     result = {"images": int(images.shape[0])}
     features = {}
     for dtype in ("float32", "bfloat16"):

@@ -144,7 +144,7 @@ def export_untrained_model(
         network,
         transform.transform_features_layer(),
         list(class_names),
-        {"backbone": backbone, "backbone_weights": record, "image_size": image_size},
+        {"backbone": backbone, "backbone_weights": record.as_dict(), "image_size": image_size},
         export_dir,
     )
     return export_dir

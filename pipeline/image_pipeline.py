@@ -22,6 +22,7 @@ from components.image_example_gen import ImageExampleGen
 from components.modules import ingest_report
 from components.modules.trainer import TrainingOptions
 from components.modules.tuner import TuningOptions
+from components.modules.weights import WeightsRecord
 from components.report.component import EvaluationReport
 from pipeline.configs import MODULES_DIR, PipelineConfig, shared_knobs
 
@@ -62,7 +63,7 @@ def example_gen_and_classes(
 def create_pipeline(
     config: PipelineConfig,
     images_dir: str | tfx.dsl.experimental.RuntimeParameter,
-    weights_record: dict,
+    weights_record: WeightsRecord,
 ) -> tfx.dsl.Pipeline:
     """`images_dir`: the listed folder (ignored with EXAMPLES); a RuntimeParameter on Vertex."""
     example_gen, classes = example_gen_and_classes(config, images_dir)
@@ -95,7 +96,7 @@ def create_pipeline(
         **config.values_for(TrainingOptions),
         "image_size": config.image_size,
         "backbone": config.backbone,
-        "weights": weights_record,
+        "weights": weights_record.as_dict(),  # custom_config is JSON
         # ImageExampleGen's report in the examples artifact overrides these in run_fn.
         **classes,
         # Backbone features persist here across runs, keyed by what determines them.

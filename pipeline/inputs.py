@@ -20,7 +20,7 @@ from pipeline.configs import PipelineConfig
 @dataclasses.dataclass(frozen=True)
 class PreparedInputs:
     images_dir: str  # empty when the run reads EXAMPLES
-    weights_record: dict
+    weights_record: weights.WeightsRecord
 
 
 def prepare_inputs(config: PipelineConfig) -> PreparedInputs:

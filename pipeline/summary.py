@@ -23,7 +23,7 @@ from tfx.utils import path_utils
 
 from components.artifact_types import EvaluationReport
 from components.eval_config import ACCURACY_METRIC
-from components.modules import export, feature_cache, ingest_report
+from components.modules import ingest_report, training_metadata
 from components.modules.atomic_files import write_text_atomically
 from components.modules.weights import log_loud_warning
 from components.report import gate
@@ -175,12 +175,13 @@ def training_summary(components: dict, config: PipelineConfig) -> dict:
     trained = components.get("Trainer", {}).get("outputs", {}).get("Model")
     if trained:
         serving_dir = path_utils.serving_model_dir(trained[0].uri)
-        training_metadata = export.read_training_metadata(serving_dir)
-        summary["model_metadata_backbone_weights"] = training_metadata.get("backbone_weights")
+        metadata = training_metadata.read_training_metadata(serving_dir)
+        summary["model_metadata_backbone_weights"] = metadata.get("backbone_weights")
+        # The store's size on disk as the Trainer left it (training_metadata.json).
         summary["feature_cache"] = {
-            **training_metadata.get("feature_cache", {}),
+            "size_bytes": 0,
+            **metadata.get("feature_cache", {}),
             "dir": config.feature_cache_dir,
-            "size_bytes": feature_cache.store_size_bytes(config.feature_cache_dir),
         }
     tuner_results = components.get("Tuner", {}).get("outputs", {}).get("TunerResults")
     if tuner_results:
@@ -201,7 +202,7 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
         "images_dir": inputs.images_dir,
         "demo_dataset": config.is_demo,
         "ingest": ingest_summary(components, config),
-        "backbone_weights": inputs.weights_record,
+        "backbone_weights": inputs.weights_record.as_dict(),
         "components": {
             node: {"state": c["state"], "seconds": c["seconds"]} for node, c in components.items()
         },
@@ -221,8 +222,8 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
     summary["exit_code"] = 0 if summary["pushed"] else EXIT_NOT_PUSHED
     write_text_atomically(config.summary_path, json.dumps(summary, indent=2, sort_keys=True))
     print(format_summary(summary, config))
-    if not inputs.weights_record["pretrained"]:
-        log_loud_warning(inputs.weights_record["warning"])
+    if not inputs.weights_record.pretrained:
+        log_loud_warning(inputs.weights_record.warning)
     return 0 if summary["pushed"] else EXIT_NOT_PUSHED
 
 

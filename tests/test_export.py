@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.modules import export, features
+from components.modules import features, training_metadata
 from components.modules.examples import make_example
 from tests import factories
 
@@ -75,7 +75,7 @@ def test_classify_signature_is_marked_for_tf_serving(export_dir):
 
 
 def test_training_metadata_travels_with_the_model(export_dir):
-    metadata = export.read_training_metadata(export_dir)
+    metadata = training_metadata.read_training_metadata(export_dir)
     assert metadata["class_names"] == list(CLASS_NAMES)
     assert metadata["backbone_weights"]["source"] == "random"
     assert "NOT TRANSFER LEARNING" in metadata["backbone_weights"]["warning"]

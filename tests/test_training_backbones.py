@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_keras
 from tfx import v1 as tfx
 
-from components.modules import backbones, export, features, trainer
+from components.modules import backbones, features, trainer, training_metadata
 from tests import training_helpers
 
 IMAGE_SIZE = 32
@@ -35,7 +35,7 @@ def _fn_args(tmp_path, backbone: str, **config) -> tfx.components.FnArgs:
         custom_config={
             "image_size": IMAGE_SIZE,
             "backbone": backbone,
-            "weights": training_helpers.random_weights(backbone),
+            "weights": training_helpers.random_weights(backbone).as_dict(),
             "class_names": ["warm", "cool"],
             "epochs": 1,
             "batch_size": 4,
@@ -60,7 +60,7 @@ def test_backbone_trains_and_exports_a_model_answering_image_bytes(tmp_path, bac
     probabilities = training_helpers.serve(fn_args.serving_model_dir, images)
     assert probabilities.shape == (3, 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    metadata = export.read_training_metadata(fn_args.serving_model_dir)
+    metadata = training_metadata.read_training_metadata(fn_args.serving_model_dir)
     assert metadata["backbone"] == backbone and metadata["class_names"] == ["warm", "cool"]
     assert metadata["training_options"]["cache_features"] is True
     assert len(metadata["history"]["loss"]) == (2 if backbone == "resnet50" else 1)

@@ -62,7 +62,9 @@ def test_tfxio_datasets_have_a_length_so_adam_counts_one_iteration_per_batch(set
         ]
     )
     options = trainer.TrainingOptions(epochs=3, shuffle=False)
-    trainer.train_network(tiny, train_ds, eval_ds, options, 1e-3, initial_epoch=0, epochs=3)
+    trainer.train_network(
+        tiny, train_ds, eval_ds, options, learning_rate=1e-3, initial_epoch=0, epochs=3
+    )
     assert int(tiny.optimizer.iterations) == 3 * 3
 
 

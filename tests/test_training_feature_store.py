@@ -13,7 +13,7 @@ import tensorflow as tf
 import tf_keras
 from tfx import v1 as tfx
 
-from components.modules import export, feature_cache, model, trainer
+from components.modules import feature_cache, model, trainer, training_metadata
 from tests import training_helpers
 
 IMAGE_SIZE = 32
@@ -163,7 +163,7 @@ def test_a_head_only_rerun_runs_no_backbone_pass_and_serves_the_same_features(tm
     store = str(tmp_path / "FeatureCache")
     first = _fn_args(tmp_path, store)
     trainer.run_fn(first)
-    record = export.read_training_metadata(first.serving_model_dir)["feature_cache"]
+    record = training_metadata.read_training_metadata(first.serving_model_dir)["feature_cache"]
     assert record["backbone_images"] == N_TRAIN + N_EVAL and not record["reused"]
 
     # Every head knob changed; the backbone pass is not run again.
@@ -181,7 +181,7 @@ def test_a_head_only_rerun_runs_no_backbone_pass_and_serves_the_same_features(tm
         batch_size=2,
     )
     trainer.run_fn(head_only)
-    metadata = export.read_training_metadata(head_only.serving_model_dir)
+    metadata = training_metadata.read_training_metadata(head_only.serving_model_dir)
     assert metadata["feature_cache"] == {**record, "backbone_images": 0, "reused": True}
     assert len(metadata["history"]["loss"]) == 2
     # The exported backbone is the one whose features were reused (same seeded weights):

@@ -70,7 +70,15 @@ def test_unfreezing_the_top_stage_trains_it_and_nothing_else(resnet):
     batch_norm = snapshot([layer for layer in resnet.layers if _is_bn(layer)])
 
     options = trainer.TrainingOptions(batch_size=4, shuffle=False)
-    trainer.train_network(network, _tiny_dataset(), _tiny_dataset(), options, 1e-2, 0, 1)
+    trainer.train_network(
+        network,
+        _tiny_dataset(),
+        _tiny_dataset(),
+        options,
+        learning_rate=1e-2,
+        initial_epoch=0,
+        epochs=1,
+    )
 
     after = {v.name: v.numpy() for v in resnet.weights}
     changed = [name for name, before in conv5_kernels.items() if "kernel" in name]

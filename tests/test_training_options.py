@@ -37,7 +37,9 @@ def test_class_weights_reach_the_loss():
     dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(8)
 
     weighted = model.build_head(8, 2, 0.0, 3)
-    trainer.train_network(weighted, dataset, dataset, options, 1e-2, 0, 2)
+    trainer.train_network(
+        weighted, dataset, dataset, options, learning_rate=1e-2, initial_epoch=0, epochs=2
+    )
 
     weights = trainer.class_weights_from_counts(counts)
     sample_weights = np.array([weights[int(y)] for y in labels], np.float32)
@@ -50,7 +52,9 @@ def test_class_weights_reach_the_loss():
     )
     unweighted = model.build_head(8, 2, 0.0, 3)
     plain = trainer.TrainingOptions(epochs=2, batch_size=8, shuffle=False)
-    trainer.train_network(unweighted, dataset, dataset, plain, 1e-2, 0, 2)
+    trainer.train_network(
+        unweighted, dataset, dataset, plain, learning_rate=1e-2, initial_epoch=0, epochs=2
+    )
 
     for a, b in zip(weighted.get_weights(), manual.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -85,7 +89,9 @@ def test_early_stopping_restores_the_best_weights():
     options = trainer.TrainingOptions(
         epochs=30, batch_size=8, early_stopping_patience=1, shuffle=False, label_smoothing=0.1
     )
-    history = trainer.train_network(head, dataset, dataset, options, 5.0, 0, 30)
+    history = trainer.train_network(
+        head, dataset, dataset, options, learning_rate=5.0, initial_epoch=0, epochs=30
+    )
     assert len(history["loss"]) < 30
     np.testing.assert_allclose(
         head.evaluate(dataset, verbose=0)[0], min(history["val_loss"]), rtol=1e-4

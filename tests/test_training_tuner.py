@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras_tuner
 import pytest
 
-from components.modules import export, trainer, tuner
+from components.modules import trainer, training_metadata, tuner
 from tests import training_helpers
 
 IMAGE_SIZE = 32
@@ -73,7 +73,7 @@ def test_tuner_searches_cached_features_and_the_trainer_uses_the_best(tmp_path):
     )
     train_args.hyperparameters = best.get_config()
     trainer.run_fn(train_args)
-    metadata = export.read_training_metadata(train_args.serving_model_dir)
+    metadata = training_metadata.read_training_metadata(train_args.serving_model_dir)
     assert metadata["training_options"]["learning_rate"] == best.get("learning_rate")
     assert metadata["training_options"]["dropout"] == best.get("dropout")
     assert len(metadata["history"]["loss"]) == best.get("epochs")

@@ -67,8 +67,8 @@ def resnet_weights_file(tmp_path_factory) -> tuple[str, list[np.ndarray]]:
 def test_file_weights_are_loaded_exactly_and_recorded(resnet_weights_file):
     path, expected = resnet_weights_file
     record = weights.resolve_weights(path, RESNET)
-    assert record["source"] == "file" and record["pretrained"] is True
-    assert record["sha256"] == weights.sha256_of(path) and len(record["sha256"]) == 64
+    assert record.source == "file" and record.pretrained is True
+    assert record.sha256 == weights.sha256_of(path) and len(record.sha256) == 64
     # Any input size: the notop weights do not depend on it.
     backbone = model.build_backbone("resnet50", 64, record)
     for want, got in zip(expected, backbone.get_weights()):
@@ -108,7 +108,7 @@ def test_imagenet_comes_from_keras_cache(tmp_path, monkeypatch):
     cached.parent.mkdir(parents=True)
     mobilenet.build(32).save_weights(str(cached))
     record = weights.resolve_weights(weights.IMAGENET, mobilenet)
-    assert record["source"] == "imagenet" and record["path"] == str(cached)
+    assert record.source == "imagenet" and record.path == str(cached)
 
 
 def test_imagenet_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
@@ -126,8 +126,8 @@ def test_random_fallback_only_when_allowed_and_loud(tmp_path, monkeypatch, caplo
     record = weights.resolve_weights(
         weights.IMAGENET, unreachable(RESNET, tmp_path), allow_random_fallback=True
     )
-    assert record["source"] == "random" and record["pretrained"] is False
-    assert "NOT TRANSFER LEARNING" in record["warning"]
+    assert record.source == "random" and record.pretrained is False
+    assert "NOT TRANSFER LEARNING" in record.warning
     assert "NOT TRANSFER LEARNING" in caplog.text
 
 

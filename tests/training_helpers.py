@@ -84,7 +84,7 @@ def fn_args(
         custom_config={
             "image_size": image_size,
             "backbone": backbone,
-            "weights": random_weights(backbone),
+            "weights": random_weights(backbone).as_dict(),
             "class_names": ["warm", "cool"],
             "epochs": 1,
             "batch_size": 4,

@@ -8,7 +8,6 @@ Class names are a constant inside the SavedModel, so no side file is needed.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 
@@ -16,6 +15,7 @@ import tensorflow as tf
 import tf_keras
 
 from components.modules import features, warmup
+from components.modules.training_metadata import write_training_metadata
 
 
 class _ServingModule(tf.Module):
@@ -119,13 +119,6 @@ def export_serving_model(
     module = _ServingModule(model, transform_layer, list(class_names), call_model)
     tf.saved_model.save(module, export_dir, signatures=_signatures(module))
     _mark_classify_signature(export_dir)
-    metadata_path = os.path.join(export_dir, features.TRAINING_METADATA_FILE)
-    os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
-    with open(metadata_path, "w") as f:
-        json.dump({**metadata, "class_names": list(class_names)}, f, indent=2, sort_keys=True)
+    write_training_metadata(export_dir, {**metadata, "class_names": list(class_names)})
     warmup.write_warmup_requests(export_dir)  # TF Serving replays these before serving
 
-
-def read_training_metadata(export_dir: str) -> dict:
-    with open(os.path.join(export_dir, features.TRAINING_METADATA_FILE)) as f:
-        return json.load(f)

@@ -13,7 +13,7 @@ import tf_keras
 from components.modules import features
 from components.modules.backbones import get_backbone
 from components.modules.keras_autograph import skip_tf_keras_conversion
-from components.modules.weights import load_backbone_weights
+from components.modules.weights import WeightsRecord, load_backbone_weights
 
 # Before anything here is traced (fit, predict, export): see keras_autograph.py.
 skip_tf_keras_conversion()
@@ -21,7 +21,9 @@ skip_tf_keras_conversion()
 HEAD_DENSE = "head_dense"  # the head's only layer with weights
 
 
-def build_backbone(backbone_name: str, image_size: int, weights_record: dict) -> tf_keras.Model:
+def build_backbone(
+    backbone_name: str, image_size: int, weights_record: WeightsRecord
+) -> tf_keras.Model:
     """The backbone without its classifier, weights loaded, frozen."""
     backbone = get_backbone(backbone_name).build(image_size)
     load_backbone_weights(backbone, weights_record)

@@ -36,7 +36,7 @@ from tfx_bsl.public import tfxio
 
 from components.modules import augmentation, export, feature_cache, features, ingest_report, model
 from components.modules.backbones import get_backbone
-from components.modules.weights import log_loud_warning, weights_digest
+from components.modules.weights import WeightsRecord, log_loud_warning, weights_digest
 
 # Head knobs the Tuner searches (components/modules/tuner.py); the Trainer takes its best
 # values for these names from TFX's `hyperparameters` channel.
@@ -184,7 +184,7 @@ def cache_keys(
     eval_files: list[str],
     transform_output_dir: str,
     backbone_name: str,
-    weights_record: Mapping,
+    weights_record: WeightsRecord,
     image_size: int,
     options: TrainingOptions,
 ) -> dict[str, feature_cache.CacheKey]:
@@ -193,7 +193,7 @@ def cache_keys(
     transform_fn_dir = tft.TFTransformOutput(transform_output_dir).transform_savedmodel_dir
     transform_sha256 = feature_cache.sha256_of_dir(transform_fn_dir)
     # Random weights are drawn from the seed (run_fn seeds before building the backbone).
-    weights = weights_record["sha256"] or f"random-seed-{options.seed}"
+    weights = weights_record.sha256 or f"random-seed-{options.seed}"
     return {
         split: feature_cache.CacheKey(
             examples_sha256=feature_cache.sha256_of_patterns(files),
@@ -276,7 +276,7 @@ def train_head_cached(
         train_cache.dataset(options.batch_size, shuffle=options.shuffle, seed=options.seed),
         eval_cache.dataset(options.batch_size),
         options,
-        options.learning_rate,
+        learning_rate=options.learning_rate,
         initial_epoch=0,
         epochs=options.epochs,
         log_dir=log_dir,
@@ -297,6 +297,7 @@ def train_network(
     train_dataset: tf.data.Dataset,
     eval_dataset: tf.data.Dataset,
     options: TrainingOptions,
+    *,
     learning_rate: float,
     initial_epoch: int,
     epochs: int,
@@ -375,10 +376,10 @@ def train(
             train_dataset,
             eval_dataset,
             options,
-            options.learning_rate,
-            0,
-            options.epochs,
-            log_dir,
+            learning_rate=options.learning_rate,
+            initial_epoch=0,
+            epochs=options.epochs,
+            log_dir=log_dir,
         )
     phases["frozen_seconds"] = time.perf_counter() - start
 
@@ -399,11 +400,11 @@ def train(
             train_dataset,  # augmented already when augmentation is on
             eval_dataset,
             options,
-            options.fine_tune_learning_rate,
+            learning_rate=options.fine_tune_learning_rate,
             # The frozen phase may have stopped early: continue from where it ended.
-            len(history.get("loss", [])),
-            options.fine_tune_epochs,
-            log_dir,
+            initial_epoch=len(history.get("loss", [])),
+            epochs=options.fine_tune_epochs,
+            log_dir=log_dir,
         )
         history = _append(history, more)
         phases["fine_tune_seconds"] = time.perf_counter() - start
@@ -416,9 +417,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     # report); custom_config holds them for ImportExampleGen's records.
     report = ingest_report.read_report(ingest_report.examples_uri_of(fn_args.train_files[0]))
     config = {**fn_args.custom_config, **ingest_report.class_config(report)}
-    weights_record = config["weights"]
-    if not weights_record["pretrained"]:
-        log_loud_warning(weights_record["warning"])
+    weights_record = WeightsRecord.from_dict(config["weights"])
+    if not weights_record.pretrained:
+        log_loud_warning(weights_record.warning)
     # TUNE=true: the Tuner's best head hyperparameters arrive through TFX's channel.
     options = TrainingOptions.from_config(config).with_hyperparameters(
         (fn_args.hyperparameters or {}).get("values")
@@ -483,7 +484,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         class_names,
         {
             "backbone": config["backbone"],
-            "backbone_weights": weights_record,
+            "backbone_weights": weights_record.as_dict(),
             # False: the exported backbone is bit-identical to the loaded weights (the file's,
             # or the random ones); True: training (fine-tuning) changed them.
             "backbone_weights_changed": weights_digest(backbone) != loaded_digest,
@@ -496,6 +497,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                 "keys": {split: key.digest for split, key in (keys or {}).items()},
                 "reused": bool(history.get("feature_cache_reused", [0.0])[-1]),
                 "backbone_images": int(history.get("backbone_images", [0.0])[-1]),
+                "size_bytes": feature_cache.store_size_bytes(options.feature_cache_dir)
+                if options.feature_cache_dir
+                else 0,
             },
         },
         fn_args.serving_model_dir,
@@ -522,4 +526,6 @@ def build_seeded_backbone(config: Mapping, seed: int) -> tf_keras.Model:
     """The frozen backbone of custom_config; random weights are drawn right after seeding,
     so the Tuner and every Trainer run build the same ones (their features share a key)."""
     tf_keras.utils.set_random_seed(seed)
-    return model.build_backbone(config["backbone"], config["image_size"], config["weights"])
+    return model.build_backbone(
+        config["backbone"], config["image_size"], WeightsRecord.from_dict(config["weights"])
+    )

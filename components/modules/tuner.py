@@ -25,6 +25,7 @@ from tfx import v1 as tfx
 
 from components.modules import ingest_report, model, trainer
 from components.modules.backbones import get_backbone
+from components.modules.weights import WeightsRecord
 
 OBJECTIVE = "val_accuracy"
 # Batches per graph call in a trial: the head is so small that Python's per-step overhead
@@ -171,7 +172,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         fn_args.eval_files,
         transform_graph,
         config["backbone"],
-        config["weights"],
+        WeightsRecord.from_dict(config["weights"]),
         config["image_size"],
         options,
     )

@@ -8,9 +8,11 @@ The Trainer then loads exactly the resolved file and checks its hash.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 
 import tf_keras
 
@@ -71,12 +73,30 @@ def _fetch_imagenet(backbone: Backbone) -> str:
         ) from exc
 
 
-def resolve_weights(spec: str, backbone: Backbone, allow_random_fallback: bool = False) -> dict:
-    """Turn BACKBONE_WEIGHTS (imagenet | a file path | random) into a record of what is used.
+@dataclasses.dataclass(frozen=True)
+class WeightsRecord:
+    """What backbone weights a run uses. It travels to the Trainer inside custom_config
+    (as_dict: TFX writes custom_config as JSON) and into the exported model's metadata."""
 
-    The record (source, path, sha256, pretrained, warning) travels to the Trainer and
-    into the exported model's metadata.
-    """
+    backbone: str
+    source: str  # imagenet | file | random
+    path: str  # "" for random weights
+    sha256: str  # the file's SHA-256; "" for random weights
+    pretrained: bool
+    warning: str  # why the weights are not pretrained; "" when they are
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: Mapping) -> WeightsRecord:
+        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls)})
+
+
+def resolve_weights(
+    spec: str, backbone: Backbone, allow_random_fallback: bool = False
+) -> WeightsRecord:
+    """Turn BACKBONE_WEIGHTS (imagenet | a file path | random) into a record of what is used."""
     if spec == RANDOM:
         return _random_record(backbone, "BACKBONE_WEIGHTS=random was requested.")
     if spec == IMAGENET:
@@ -95,54 +115,49 @@ def resolve_weights(spec: str, backbone: Backbone, allow_random_fallback: bool =
                 f"or the path of a Keras weights file for {backbone.name} without its top."
             )
         source = "file"
-    return {
-        "backbone": backbone.name,
-        "source": source,
-        "path": path,
-        "sha256": sha256_of(path),
-        "pretrained": True,
-        "warning": "",
-    }
+    return WeightsRecord(
+        backbone=backbone.name,
+        source=source,
+        path=path,
+        sha256=sha256_of(path),
+        pretrained=True,
+        warning="",
+    )
 
 
-def _random_record(backbone: Backbone, reason: str) -> dict:
+def _random_record(backbone: Backbone, reason: str) -> WeightsRecord:
     warning = (
         f"NOT TRANSFER LEARNING: the {backbone.name} backbone has RANDOM weights. {reason} "
         "Accuracy of this model says nothing about a pretrained one."
     )
     log_loud_warning(warning)
-    return {
-        "backbone": backbone.name,
-        "source": RANDOM,
-        "path": "",
-        "sha256": "",
-        "pretrained": False,
-        "warning": warning,
-    }
+    return WeightsRecord(
+        backbone=backbone.name, source=RANDOM, path="", sha256="", pretrained=False, warning=warning
+    )
 
 
 def log_loud_warning(message: str) -> None:
     logging.warning("\n%s\n%s\n%s", _BANNER, message, _BANNER)
 
 
-def load_backbone_weights(model: tf_keras.Model, record: dict) -> None:
+def load_backbone_weights(model: tf_keras.Model, record: WeightsRecord) -> None:
     """Load the resolved file into `model`, checking it is the file that was resolved."""
-    if not record["pretrained"]:
-        log_loud_warning(record["warning"])
+    if not record.pretrained:
+        log_loud_warning(record.warning)
         return
-    path = record["path"]
+    path = record.path
     if not os.path.isfile(path):
         raise WeightsError(f"Backbone weights file {path} disappeared after it was resolved.")
     actual = sha256_of(path)
-    if actual != record["sha256"]:
+    if actual != record.sha256:
         raise WeightsError(
             f"Backbone weights file {path} changed since the pipeline was compiled "
-            f"(sha256 {actual} != {record['sha256']}); re-run the pipeline."
+            f"(sha256 {actual} != {record.sha256}); re-run the pipeline."
         )
     try:
         model.load_weights(path)
     except (ValueError, OSError) as exc:
         raise WeightsError(
-            f"{path} does not hold weights for {record['backbone']} without its top "
+            f"{path} does not hold weights for {record.backbone} without its top "
             f"(include_top=False): {exc}"
         ) from exc

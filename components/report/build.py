@@ -26,7 +26,7 @@ from PIL import Image
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.utils import path_utils
 
-from components.modules import export, features
+from components.modules import features, training_metadata
 from components.report import gate, plots
 
 REPORT_JSON = "report.json"
@@ -217,7 +217,8 @@ def read_anomalies(anomalies_uri: str | None) -> dict[str, list[dict]]:
 
 def build_report_data(inputs: ReportInputs) -> tuple[dict, dict[str, bytes]]:
     """(report.json content, {figure name: PNG bytes})."""
-    metadata = export.read_training_metadata(path_utils.serving_model_dir(inputs.model_uri))
+    model_dir = path_utils.serving_model_dir(inputs.model_uri)
+    metadata = training_metadata.read_training_metadata(model_dir)
     class_names = list(metadata["class_names"])
     decision = gate.read_gate(inputs.evaluation_uri)
     counts = tfma_confusion_matrix(inputs.evaluation_uri, len(class_names))

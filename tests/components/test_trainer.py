@@ -15,7 +15,7 @@ import tf_keras
 from tfx import v1 as tfx
 
 from components import ingest
-from components.modules import backbones, export, features, weights
+from components.modules import backbones, features, training_metadata, weights
 from pipeline.configs import PipelineConfig
 from pipeline.image_pipeline import TRAINER_MODULE, TRAINING_KNOBS
 from tests.components import harness
@@ -61,7 +61,9 @@ def _train(root: str, dataset, transform_graph, weights_file: str, **knobs):
             **{name: getattr(config, name) for name in TRAINING_KNOBS},
             "image_size": IMAGE_SIZE,
             "backbone": BACKBONE,
-            "weights": weights.resolve_weights(weights_file, backbones.get_backbone(BACKBONE)),
+            "weights": weights.resolve_weights(
+                weights_file, backbones.get_backbone(BACKBONE)
+            ).as_dict(),
             # ingest's report in the Examples artifact overrides these in run_fn.
             "class_names": list(dataset.class_names),
             "class_counts": [],
@@ -82,7 +84,7 @@ def frozen_model(tmp_path_factory, dataset, transform_graph, weights_file) -> st
 
 
 def test_trains_and_exports_a_model_that_answers(frozen_model, dataset):
-    metadata = export.read_training_metadata(frozen_model)
+    metadata = training_metadata.read_training_metadata(frozen_model)
     assert metadata["class_names"] == list(dataset.class_names) == sorted(COLOURS)
     assert len(metadata["history"]["loss"]) == 1 and np.isfinite(metadata["history"]["loss"][0])
     assert metadata["training_options"]["class_counts"] == [
@@ -103,7 +105,7 @@ def test_frozen_backbone_is_bit_identical_to_the_weights_file(frozen_model, weig
     assert set(in_file) <= set(exported)  # every backbone weight, under the same name
     for name, value in in_file.items():
         np.testing.assert_array_equal(exported[name], value, err_msg=name)
-    metadata = export.read_training_metadata(frozen_model)
+    metadata = training_metadata.read_training_metadata(frozen_model)
     assert metadata["backbone_weights_changed"] is False
     assert metadata["backbone_weights"]["sha256"] == weights.sha256_of(weights_file)
 
@@ -120,7 +122,7 @@ def test_fine_tuning_says_the_weights_changed_from_the_file(
         fine_tune_epochs=1,
         fine_tune_learning_rate=1e-2,
     )
-    metadata = export.read_training_metadata(model_dir)
+    metadata = training_metadata.read_training_metadata(model_dir)
     assert metadata["backbone_weights_changed"] is True
     assert len(metadata["history"]["loss"]) == 2
     # It is true: a fine-tuned (top block) kernel differs from the file's.
