@@ -168,6 +168,18 @@ def test_make_report_rebuilds_a_past_run_from_ml_metadata(run, tmp_path):
         rebuild.rebuild(run.metadata_path, run.pipeline_name, "nope", str(output), "m")
 
 
+def test_a_run_evaluated_without_the_worst_errors_metric_says_so(run):
+    """`make report` on a run whose Evaluator predates the worst_errors metric: no list
+    (the report runs no model to make one), and the page says why."""
+    data = report_fixture.report_json(run)
+    assert data["worst_errors"]
+    figures = {"confusion_matrix": b"png", "per_class": b"png"}
+    assert "most confident wrong answers" in build.render_html(data, figures)
+    page = build.render_html({**data, "worst_errors": None}, figures)
+    assert "Not recorded: this run's Evaluator predates the worst_errors metric" in page
+    assert "data:image/jpeg" not in page
+
+
 class _Page:
     """One Chromium page over the DevTools protocol (websocket-client)."""
 
