@@ -111,10 +111,15 @@ def worst_errors_entries(
     ]
 
 
+def candidate_model(evaluation_uri: str) -> str:
+    """The candidate's model name in an Evaluator output ("" when there is no baseline)."""
+    config = tfma.writers.eval_config_writer.load_eval_run(evaluation_uri)[0]
+    return next((s.name for s in config.model_specs if not s.is_baseline), "")
+
+
 def _candidate_plots(evaluation_uri: str) -> dict:
     """Overall-slice plots of the candidate model: {(plot name, class id or None): PlotData}."""
-    config = tfma.writers.eval_config_writer.load_eval_run(evaluation_uri)[0]
-    candidate = next((s.name for s in config.model_specs if not s.is_baseline), "")
+    candidate = candidate_model(evaluation_uri)
     found = {}
     for plots_for_slice in tfma.load_plots(evaluation_uri):
         if plots_for_slice.slice_key.single_slice_keys:
@@ -182,8 +187,7 @@ def _curves(found: dict, class_names: list[str]) -> tuple[dict, dict]:
 def _metrics_table(evaluation_uri: str) -> dict:
     """{metric: {candidate, baseline, difference}} for the overall slice, each an
     Interval as a dict (value and 95 % bounds) or None."""
-    config = tfma.writers.eval_config_writer.load_eval_run(evaluation_uri)[0]
-    candidate = next((s.name for s in config.model_specs if not s.is_baseline), "")
+    candidate = candidate_model(evaluation_uri)
     overall = gate.read_metrics(evaluation_uri).get(gate.OVERALL, {})
     names = sorted({name for (name, model, _diff) in overall if model == candidate})
     table = {}
@@ -255,7 +259,9 @@ def build_report_data(inputs: ReportInputs) -> tuple[dict, dict[str, bytes]]:
         "roc_pr": roc,
         "calibration": calibration,
         "worst_errors": worst_errors_entries(
-            records, worst_errors.read(inputs.evaluation_uri), class_names
+            records,
+            worst_errors.read(inputs.evaluation_uri, candidate_model(inputs.evaluation_uri)),
+            class_names,
         ),
         "data": {
             "counts": ingest.get("counts", {}),

@@ -162,11 +162,9 @@ class WorstErrors(tfma.metrics.Metric):
         return False  # a list, not a number: no interval
 
 
-def read(evaluation_uri: str) -> list[WorstError] | None:
-    """The candidate's worst errors on the overall slice of an Evaluator output, or None
-    when that Evaluator did not compute them (a run evaluated before this metric)."""
-    config = tfma.writers.eval_config_writer.load_eval_run(evaluation_uri)[0]
-    candidate = next((s.name for s in config.model_specs if not s.is_baseline), "")
+def read(evaluation_uri: str, candidate: str) -> list[WorstError] | None:
+    """The worst errors of model `candidate` on the overall slice of an Evaluator output,
+    or None when that Evaluator did not compute them (a run evaluated before this metric)."""
     for metrics_for_slice in tfma.load_metrics(evaluation_uri):
         if metrics_for_slice.slice_key.single_slice_keys:
             continue
