@@ -173,16 +173,16 @@ def markdown(results: dict) -> str:
     # Without the bf16 pipeline run (--no-bf16-run), its column stays empty.
     bf16 = results["runs"].get("bf16", {"components": {}, "states": {}, "trainer_phases": {}})
     load = ", ".join(f"{x:.1f}" for x in m["load_average_before"])
+    after = ", ".join(f"{x:.1f}" for x in m["load_average_after"])
     lines = [
         "# Pipeline: first run, head-only re-run and Tuner against the compute floor",
         "",
         f"{m['train_images']} train + {m['eval_images']} eval (+ validation) photos from "
         f"`{m['images']}` at "
         f"{m['image_size']} px, ResNet50 with RANDOM weights (same compute as ImageNet ones), "
-        f"{m['cpus']} CPUs, {m['machine']}. **The machine was shared with 4 other engineers "
-        f"running tests and benches** (load average {load} before the bench on 2 cores): "
-        "absolute seconds are inflated and noisy; the ratios were measured side by side in one "
-        "run.",
+        f"{m['cpus']} CPUs, {m['machine']}. Load average {load} before the bench and "
+        f"{after} after it: absolute seconds move with the machine's load; the ratios were "
+        "measured side by side in one run.",
         "",
         "| measure | seconds | ratio | goal |",
         "|---|---|---|---|",
@@ -315,7 +315,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             "floor_passes": args.floor_passes,
             "load_average_before": load_before,
             "load_average_after": os.getloadavg(),
-            "shared_machine": "shared with 4 other engineers' tests and benches",
         },
         "floor": floor,
         "backbone": backbone,

@@ -362,3 +362,23 @@ def test_class_without_a_valid_photo_stops_the_run_with_exit_code_2(workspace, t
     assert "ERROR: No valid training image for class(es) 'not_hot_dog'" in result.stderr
     assert "corrupt or truncated jpeg" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_head_only_rerun_with_the_tuner_runs_no_backbone_pass(workspace, first_run):
+    """TUNE=true with a changed head knob: TFX's Tuner searches on the first run's cached
+    features, the Trainer takes its best values and reuses them too."""
+    config = workspace["config"]
+    env = {**workspace["env"], "TUNE": "true", "TUNE_TRIALS": "3", "LEARNING_RATE": "0.002"}
+    result = run_pipeline(env)
+    # Blessed or not (a head may lose to the baseline), the run must reach its end.
+    assert result.returncode in (0, EXIT_NOT_PUSHED), result.stderr[-3000:]
+    states = {node: c["state"] for node, c in latest_components(config).items()}
+    assert states["Tuner"] == "COMPLETE" and states["Trainer"] == "COMPLETE", states
+    for node in ("ImageExampleGen", "StatisticsGen", "Transform"):
+        assert states[node] == "CACHED", states
+    run = summary(config)
+    assert run["tuner"]["trials"] == 3 and run["tuner"]["best"]
+    assert "tuner: 3 trials; best" in result.stdout
+    cache = run["feature_cache"]
+    assert cache["reused"] is True and cache["backbone_images"] == 0
+    assert cache["size_bytes"] > 0

@@ -12,7 +12,11 @@ import tf_keras
 
 from components.modules import features
 from components.modules.backbones import get_backbone
+from components.modules.keras_autograph import skip_tf_keras_conversion
 from components.modules.weights import load_backbone_weights
+
+# Before anything here is traced (fit, predict, export): see keras_autograph.py.
+skip_tf_keras_conversion()
 
 HEAD_DENSE = "head_dense"  # the head's only layer with weights
 

@@ -115,13 +115,14 @@ class HeadTuner(keras_tuner.Tuner):
 
     def run_trial(self, trial, x, validation_data, class_weight=None, verbose=0) -> dict:
         hp = trial.hyperparameters
-        epochs = hp.get("epochs")
+        # The trial's epochs as one Keras epoch over the data repeated: the same optimizer
+        # steps over the same passes (each reshuffled), with Keras' per-epoch overhead
+        # (iterators, callbacks, a validation pass) paid once. The Trainer keeps the last
+        # epoch's head: that is the one scored.
         history = self._trial_head(hp).fit(
-            x,
+            x.repeat(hp.get("epochs")),
             validation_data=validation_data,
-            epochs=epochs,
-            # The Trainer keeps the last epoch's head: score that one, validate only it.
-            validation_freq=epochs,
+            epochs=1,
             class_weight=class_weight,
             verbose=verbose,
         )
