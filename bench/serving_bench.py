@@ -37,11 +37,12 @@ import httpx
 import numpy as np
 
 from bench.results import RESULTS, write_results
+from serving.client import image_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work")
 MODEL_NAME = "bench_model"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg")
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
 @dataclass
@@ -63,10 +64,10 @@ def default_model() -> str:
     if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
         sys.path.insert(0, ROOT)
-        from tests import factories
+        from components import samples
 
         print("exporting a ResNet50 224x224 model into", export_dir, flush=True)
-        factories.export_test_model(export_dir, image_size=224, backbone="resnet50")
+        samples.export_untrained_model(export_dir, image_size=224, backbone="resnet50")
     return export_dir
 
 
@@ -82,12 +83,7 @@ def version_dir(model_dir: str) -> str:
 
 def load_images(folder: str | None, count: int) -> list[bytes]:
     if folder:
-        paths = sorted(
-            os.path.join(root, name)
-            for root, _, files in os.walk(folder)
-            for name in files
-            if name.lower().endswith(IMAGE_EXTENSIONS)
-        )[:count]
+        paths = list(image_files([folder], JPEG_EXTENSIONS))[:count]
         if not paths:
             raise SystemExit(f"no JPEGs in {folder}")
         images = []
@@ -317,6 +313,41 @@ def markdown(results: list[Result], swaps: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_server(base: str, work: list[list[bytes]], batch: int) -> list[Result]:
+    """REST and gRPC through one `python -m serving.server` over the model base path `base`,
+    at concurrency 1 and 8."""
+    import grpc
+
+    from serving.process import ServerProcess
+
+    results = []
+    server = ServerProcess(base, os.path.join(base, "server.log"))
+    try:
+        server.wait_available(MODEL_NAME, timeout=600)
+        rest_bodies = [rest_body(chunk) for chunk in work]
+        grpc_requests = [grpc_request(chunk) for chunk in work]
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            for concurrency in (1, 8):
+                print(f"REST batch {batch} concurrency {concurrency} ...", flush=True)
+                send = rest_sender(server.url)
+                results.append(bench_api("REST", send, rest_bodies, batch, concurrency))
+                print(f"gRPC batch {batch} concurrency {concurrency} ...", flush=True)
+                send = grpc_sender(channel)
+                results.append(bench_api("gRPC", send, grpc_requests, batch, concurrency))
+    finally:
+        server.stop()
+    return results
+
+
+def add_ratios(results: list[Result]) -> dict[tuple[str, int], float]:
+    """Sets each API row's ratio to in-process; returns (path, concurrency) -> ratio."""
+    in_process = {r.batch: r.images_per_s for r in results if r.path == "in-process"}
+    for r in results:
+        if r.path != "in-process":
+            r.ratio = r.images_per_s / in_process[r.batch]
+    return {(r.path, r.concurrency): r.ratio for r in results if r.path != "in-process"}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serving_bench", description=__doc__)
     parser.add_argument("--model-dir", help="a SavedModel, or a model directory of versions")
@@ -332,48 +363,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     export_dir = version_dir(args.model_dir) if args.model_dir else default_model()
     images = load_images(args.images, args.num_images)
     total = args.requests_images
-    results = []
-    import grpc
     import tensorflow as tf
 
-    from serving.process import ServerProcess
-
+    results = []
     batch = 8
     function = tf.saved_model.load(export_dir).signatures["serving_default"]
     print(f"in-process batch {batch} ...", flush=True)
     results.append(bench_in_process(function, images, batch, total))
     del function
 
-    work = batches(images, batch, total)
     os.makedirs(WORK, exist_ok=True)
     swaps = []
     with tempfile.TemporaryDirectory(dir=WORK) as base:
         os.makedirs(os.path.join(base, MODEL_NAME))
         os.symlink(os.path.abspath(export_dir), os.path.join(base, MODEL_NAME, "1"))
-        server = ServerProcess(base, os.path.join(base, "server.log"))
-        try:
-            server.wait_available(MODEL_NAME, timeout=600)
-            rest_bodies = [rest_body(chunk) for chunk in work]
-            grpc_requests = [grpc_request(chunk) for chunk in work]
-            with grpc.insecure_channel(server.grpc_target) as channel:
-                for concurrency in (1, 8):
-                    print(f"REST batch {batch} concurrency {concurrency} ...", flush=True)
-                    send = rest_sender(server.url)
-                    results.append(bench_api("REST", send, rest_bodies, batch, concurrency))
-                    print(f"gRPC batch {batch} concurrency {concurrency} ...", flush=True)
-                    send = grpc_sender(channel)
-                    results.append(bench_api("gRPC", send, grpc_requests, batch, concurrency))
-        finally:
-            server.stop()
+        results += bench_server(base, batches(images, batch, total), batch)
         for warmup in (False, True):
             print(f"hot swap, warm-up {'on' if warmup else 'off'} ...", flush=True)
             swaps.append(first_request_after_swap(base, export_dir, images, warmup))
-
-    in_process = {r.batch: r.images_per_s for r in results if r.path == "in-process"}
-    for r in results:
-        if r.path != "in-process":
-            r.ratio = r.images_per_s / in_process[r.batch]
-    at_8 = {(r.path, r.concurrency): r.ratio for r in results if r.path != "in-process"}
+    at_8 = add_ratios(results)
     note = (
         f"API / in-process throughput at batch 8: REST {at_8[('REST', 1)]:.2f} and gRPC "
         f"{at_8[('gRPC', 1)]:.2f} at concurrency 1, REST {at_8[('REST', 8)]:.2f} and gRPC "

@@ -66,28 +66,10 @@ def prepare_data(images_per_class: int) -> str:
     return result.tfrecord_dir
 
 
-def bench_training(tfrecord_dir: str, image_size: int, epochs: int, seed: int) -> dict:
+def seed_loop(backbone, dataset, image_size: int, epochs: int, seed: int) -> dict:
+    """The seed's loop: Sequential backbone + GAP + Dense, fit with validation every epoch."""
     import tf_keras
 
-    from components.modules import backbones, model, trainer
-    from tests import training_helpers
-
-    transform_dir = os.path.join(WORK, f"transform_{image_size}")
-    shutil.rmtree(transform_dir, ignore_errors=True)  # tf.Transform will not overwrite it
-    transform_output = training_helpers.transform_output(transform_dir, image_size, "resnet50")
-    files = {s: sorted(glob.glob(os.path.join(tfrecord_dir, s, "*"))) for s in ("train", "eval")}
-
-    def dataset(split: str, shuffle: bool):
-        return trainer.make_dataset(
-            files[split], training_helpers.data_accessor(), transform_output, 32, shuffle, seed
-        )
-
-    tf_keras.utils.set_random_seed(seed)
-    backbone = model.build_backbone(
-        "resnet50", image_size, training_helpers.random_weights("resnet50")
-    )
-
-    # The seed's loop: Sequential backbone + GAP + Dense, fit with validation every epoch.
     tf_keras.utils.set_random_seed(seed)
     seed_model = tf_keras.Sequential(
         [
@@ -104,47 +86,80 @@ def bench_training(tfrecord_dir: str, image_size: int, epochs: int, seed: int) -
     )
     print("seed loop ...", flush=True)
     start = time.perf_counter()
-    seed_history = seed_model.fit(
+    history = seed_model.fit(
         dataset("train", True), validation_data=dataset("eval", False), epochs=epochs, verbose=2
     )
-    seed_seconds = time.perf_counter() - start
+    return {
+        "seconds": time.perf_counter() - start,
+        "eval_accuracy": float(history.history["val_accuracy"][-1]),
+    }
 
-    # What the seed loop also repeats every epoch besides the backbone: reading, decoding
-    # and resizing (antialiased) the source images through the Transform graph.
+
+def decode_rate(dataset) -> float:
+    """Images/s of what the seed loop also repeats every epoch besides the backbone: reading,
+    decoding and resizing (antialiased) the source images through the Transform graph."""
     start = time.perf_counter()
     decoded = sum(int(labels.shape[0]) for _, labels in dataset("train", False))
-    decode_rate = decoded / (time.perf_counter() - start)
+    return decoded / (time.perf_counter() - start)
+
+
+def cached_phase(backbone, dataset, image_size: int, epochs: int, seed: int) -> dict:
+    """trainer.train() with its default cached frozen phase."""
+    import tf_keras
+
+    from components.modules import backbones, model, trainer
 
     print("Trainer cached frozen phase ...", flush=True)
     tf_keras.utils.set_random_seed(seed)
     options = trainer.TrainingOptions(epochs=epochs, seed=seed)  # defaults: cache on
     head = model.build_head(backbones.get_backbone("resnet50").feature_dim, 2, 0.2, seed)
     start = time.perf_counter()
-    _, cached_history = trainer.train(
-        "resnet50",
-        backbone,
-        head,
-        image_size,
-        dataset("train", True),
-        dataset("eval", False),
-        options,
-        os.path.join(WORK, "spill"),
+    _, history = trainer.train(
+        backbone_name="resnet50",
+        backbone=backbone,
+        head=head,
+        image_size=image_size,
+        train_dataset=dataset("train", True),
+        eval_dataset=dataset("eval", False),
+        options=options,
+        work_dir=os.path.join(WORK, "spill"),
     )
-    cached_seconds = time.perf_counter() - start
+    return {
+        "seconds": time.perf_counter() - start,
+        "eval_accuracy": float(history["val_accuracy"][-1]),
+        "backbone_images_per_s": float(history["cache_images_per_s"][0]),
+    }
+
+
+def bench_training(tfrecord_dir: str, image_size: int, epochs: int, seed: int) -> dict:
+    """The seed's loop vs the Trainer's cached frozen phase, same data, backbone and seed."""
+    import tf_keras
+
+    from components import samples
+    from components.modules import model, trainer
+
+    transform_dir = os.path.join(WORK, f"transform_{image_size}")
+    shutil.rmtree(transform_dir, ignore_errors=True)  # tf.Transform will not overwrite it
+    transform_output = samples.transform_output(transform_dir, image_size, "resnet50")
+    files = {s: sorted(glob.glob(os.path.join(tfrecord_dir, s, "*"))) for s in ("train", "eval")}
+
+    def dataset(split: str, shuffle: bool):
+        return trainer.make_dataset(
+            files[split], samples.data_accessor(), transform_output, 32, shuffle, seed
+        )
+
+    tf_keras.utils.set_random_seed(seed)
+    backbone = model.build_backbone("resnet50", image_size, samples.random_weights("resnet50"))
+    seed_result = seed_loop(backbone, dataset, image_size, epochs, seed)
+    decode_images_per_s = decode_rate(dataset)
+    cached = cached_phase(backbone, dataset, image_size, epochs, seed)
     return {
         "epochs": epochs,
         "image_size": image_size,
-        "seed_loop": {
-            "seconds": seed_seconds,
-            "eval_accuracy": float(seed_history.history["val_accuracy"][-1]),
-        },
-        "cached": {
-            "seconds": cached_seconds,
-            "eval_accuracy": float(cached_history["val_accuracy"][-1]),
-            "backbone_images_per_s": float(cached_history["cache_images_per_s"][0]),
-        },
-        "speedup": seed_seconds / cached_seconds,
-        "decode_transform_images_per_s": decode_rate,
+        "seed_loop": seed_result,
+        "cached": cached,
+        "speedup": seed_result["seconds"] / cached["seconds"],
+        "decode_transform_images_per_s": decode_images_per_s,
         "_backbone": backbone,
         "_transform_output": transform_output,
         "_dataset": dataset,
@@ -184,11 +199,9 @@ def bench_backbone(training: dict, count: int) -> dict:
 
 
 def photo_paths(images_dir: str, count: int) -> list[str]:
-    paths = sorted(
-        p
-        for p in glob.glob(os.path.join(images_dir, "**", "*"), recursive=True)
-        if p.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".gif"))
-    )
+    from serving.client import image_files
+
+    paths = list(image_files([images_dir]))
     if not paths:
         raise SystemExit(f"no photos under {images_dir}")
     return [paths[i % len(paths)] for i in range(count)]  # cycles if count > files
@@ -212,15 +225,15 @@ def transform_child(count: int, image_size: int, images_dir: str) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
     from tensorflow_transform.tf_metadata import dataset_metadata
 
+    from components import samples
     from components.modules import features, preprocessing
-    from tests import factories
 
     paths = photo_paths(images_dir, count)
     rows = []
     for i, path in enumerate(paths):
         with open(path, "rb") as f:
-            rows.append(factories.raw_row(f.read(), label=i % 2))
-    metadata = dataset_metadata.DatasetMetadata(factories.raw_schema())
+            rows.append(samples.raw_row(f.read(), label=i % 2))
+    metadata = dataset_metadata.DatasetMetadata(samples.raw_schema())
     config = {"image_size": image_size, "backbone": "resnet50"}
     rss_before = peak_rss_mb()
     out_path = os.path.join(WORK, f"transform_child_{count}.json")
@@ -304,7 +317,9 @@ def example_bytes(tfrecord_dir: str, image_size: int) -> dict:
 
     raw_sizes = []
     for path in glob.glob(os.path.join(tfrecord_dir, "train", "*")):
-        raw_sizes += [len(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+        # Ingest writes through ExampleGen's WriteSplit: gzipped records (*.gz).
+        records = tf.data.TFRecordDataset(path, "GZIP" if path.endswith(".gz") else "")
+        raw_sizes += [len(r.numpy()) for r in records]
     pixels = np.zeros(image_size * image_size * 3, np.float32)
     label = tf.train.Feature(int64_list=tf.train.Int64List(value=[0]))
     float_size = example(

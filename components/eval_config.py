@@ -29,6 +29,7 @@ math_util.calculate_confidence_interval) that a plain change threshold can gate 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types
@@ -75,6 +76,25 @@ def majority_rate(confusion_matrix) -> float:
     return max(per_class.values()) / total if total else 0.0
 
 
+def _metric_keys(
+    name: str,
+    model_names: list[str] | None,
+    output_names: list[str] | None,
+    example_weighted: bool,
+    is_diff: bool = False,
+) -> Iterator[metric_types.MetricKey]:
+    """A derived metric's key for each model and output TFMA asks it to compute."""
+    for model_name in model_names or [""]:
+        for output_name in output_names or [""]:
+            yield metric_types.MetricKey(
+                name,
+                model_name=model_name,
+                output_name=output_name,
+                example_weighted=example_weighted,
+                is_diff=is_diff,
+            )
+
+
 def _over_majority(
     name: str = OVER_MAJORITY_METRIC,
     eval_config: tfma.EvalConfig | None = None,
@@ -83,29 +103,22 @@ def _over_majority(
     example_weighted: bool = False,
 ) -> metric_types.MetricComputations:
     computations = []
-    for model_name in model_names or [""]:
-        for output_name in output_names or [""]:
-            key = metric_types.MetricKey(
-                name,
-                model_name=model_name,
-                output_name=output_name,
-                example_weighted=example_weighted,
-            )
+    for key in _metric_keys(name, model_names, output_names, example_weighted):
 
-            def result(metrics, key=key) -> dict:
-                accuracy = plot = None
-                for k, value in metrics.items():
-                    if getattr(k, "model_name", None) != key.model_name or k.is_diff:
-                        continue
-                    if k.name == ACCURACY_METRIC and not isinstance(k, metric_types.PlotKey):
-                        accuracy = float(value)  # the point estimate, as TFMA's validator
-                    elif k.name == CONFUSION_MATRIX_PLOT_NAME:
-                        plot = value
-                if accuracy is None or plot is None:
-                    return {}
-                return {key: accuracy - majority_rate(plot)}
+        def result(metrics, key=key) -> dict:
+            accuracy = plot = None
+            for k, value in metrics.items():
+                if getattr(k, "model_name", None) != key.model_name or k.is_diff:
+                    continue
+                if k.name == ACCURACY_METRIC and not isinstance(k, metric_types.PlotKey):
+                    accuracy = float(value)  # the point estimate, as TFMA's validator
+                elif k.name == CONFUSION_MATRIX_PLOT_NAME:
+                    plot = value
+            if accuracy is None or plot is None:
+                return {}
+            return {key: accuracy - majority_rate(plot)}
 
-            computations.append(metric_types.CIDerivedMetricComputation(keys=[key], result=result))
+        computations.append(metric_types.CIDerivedMetricComputation(keys=[key], result=result))
     return computations
 
 
@@ -126,33 +139,19 @@ def _diff_upper_bound(
 ) -> metric_types.MetricComputations:
     baseline = tfma.utils.get_baseline_model_spec(eval_config) if eval_config else None
     computations = []
-    for model_name in model_names or [""]:
-        if baseline is not None and model_name == baseline.name:
+    # A diff key, so a change threshold applies to it, and TFX drops that threshold when
+    # there is no baseline (first run: nothing to compare).
+    for key in _metric_keys(name, model_names, output_names, example_weighted, is_diff=True):
+        if baseline is not None and key.model_name == baseline.name:
             continue
-        for output_name in output_names or [""]:
-            source = metric_types.MetricKey(
-                ACCURACY_METRIC,
-                model_name=model_name,
-                output_name=output_name,
-                example_weighted=example_weighted,
-                is_diff=True,
-            )
-            # A diff key, so a change threshold applies to it, and TFX drops that
-            # threshold when there is no baseline (first run: nothing to compare).
-            key = metric_types.MetricKey(
-                name,
-                model_name=model_name,
-                output_name=output_name,
-                example_weighted=example_weighted,
-                is_diff=True,
-            )
+        source = key._replace(name=ACCURACY_METRIC)
 
-            def result(metrics, source=source, key=key) -> dict:
-                if source not in metrics:
-                    return {}
-                return {key: diff_interval(metrics[source])[2]}
+        def result(metrics, source=source, key=key) -> dict:
+            if source not in metrics:
+                return {}
+            return {key: diff_interval(metrics[source])[2]}
 
-            computations.append(metric_types.CIDerivedMetricComputation(keys=[key], result=result))
+        computations.append(metric_types.CIDerivedMetricComputation(keys=[key], result=result))
     return computations
 
 

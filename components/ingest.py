@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from components.modules import features
 from components.modules.atomic_files import write_text_atomically
+from components.modules.examples import make_example
 from components.modules.ingest_report import LABELS_FILE, REPORT_FILE
 
 TRAIN, VALIDATION, EVAL = "train", "validation", "eval"
@@ -122,6 +123,17 @@ class DecodedImage:
 class Skipped:
     source: SourceFile
     reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class KeptFile:
+    """What the report says of an ingested file (the record itself goes to its split)."""
+
+    split: str
+    class_name: str
+    relpath: str
+    sha256: str
+    converted: str  # how its bytes were converted, if they were
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -216,37 +228,35 @@ def _class_files(class_dir: str) -> list[str]:
     return sorted(tf.io.gfile.glob(_join(class_dir, "*")))
 
 
-def list_folder(images_dir: str) -> Listing:
-    """Find the layout, class names and files; IngestError for an unusable folder.
-
-    Lists only (no file is read), so it is cheap enough to run when the pipeline is
-    compiled, where it stops a run with a clear message before anything starts.
-    """
-    if "://" not in images_dir:
-        images_dir = os.path.abspath(images_dir)
-    images_dir = images_dir.rstrip("/")
-    _check_names_decodable(images_dir)
-    layout, eval_dir, top = _layout(images_dir)
+def _list_split_layout(images_dir: str, eval_dir: str) -> tuple[list[str], list[SourceFile]]:
+    """train/<class>/* and the held-out <eval_dir>/<class>/*: class names and files."""
+    roots = {TRAIN: _join(images_dir, "train"), EVAL: _join(images_dir, eval_dir)}
+    class_names = _subdirs(roots[TRAIN])
     files = []
-    if layout == "split":
-        roots = {TRAIN: _join(images_dir, "train"), EVAL: _join(images_dir, eval_dir)}
-        class_names = _subdirs(roots[TRAIN])
-        for role, root in roots.items():
-            extra = set(_subdirs(root)) - set(class_names)
-            if extra:
-                raise IngestError(
-                    f"{root} has class folders that train/ lacks: {sorted(extra)}. "
-                    "Every class needs training images; add them to train/ or remove the folders."
-                )
-            for class_name in _subdirs(root):
-                for path in _class_files(_join(root, class_name)):
-                    relpath = path[len(images_dir) + 1 :]
-                    files.append(SourceFile(role, class_name, path, relpath))
-    else:
-        class_names = top
-        for class_name in class_names:
-            for path in _class_files(_join(images_dir, class_name)):
-                files.append(SourceFile(UNSPLIT, class_name, path, path[len(images_dir) + 1 :]))
+    for role, root in roots.items():
+        extra = set(_subdirs(root)) - set(class_names)
+        if extra:
+            raise IngestError(
+                f"{root} has class folders that train/ lacks: {sorted(extra)}. "
+                "Every class needs training images; add them to train/ or remove the folders."
+            )
+        for class_name in _subdirs(root):
+            for path in _class_files(_join(root, class_name)):
+                files.append(SourceFile(role, class_name, path, path[len(images_dir) + 1 :]))
+    return class_names, files
+
+
+def _list_flat_layout(images_dir: str, class_names: list[str]) -> list[SourceFile]:
+    """<class>/*: files with no split until their content is hashed."""
+    return [
+        SourceFile(UNSPLIT, class_name, path, path[len(images_dir) + 1 :])
+        for class_name in class_names
+        for path in _class_files(_join(images_dir, class_name))
+    ]
+
+
+def _check_classes(images_dir: str, class_names: list[str], files: list[SourceFile]) -> None:
+    """IngestError unless there are two or more classes, each with files to train on."""
     if not class_names:
         loose = [n for n in tf.io.gfile.listdir(images_dir) if not n.endswith("/")]
         raise IngestError(
@@ -266,6 +276,24 @@ def list_folder(images_dir: str) -> Listing:
             f"No training files for class(es) {', '.join(map(repr, empty))} in {images_dir}. "
             "Add images or remove the class folder."
         )
+
+
+def list_folder(images_dir: str) -> Listing:
+    """Find the layout, class names and files; IngestError for an unusable folder.
+
+    Lists only (no file is read), so it is cheap enough to run when the pipeline is
+    compiled, where it stops a run with a clear message before anything starts.
+    """
+    if "://" not in images_dir:
+        images_dir = os.path.abspath(images_dir)
+    images_dir = images_dir.rstrip("/")
+    _check_names_decodable(images_dir)
+    layout, eval_dir, top = _layout(images_dir)
+    if layout == "split":
+        class_names, files = _list_split_layout(images_dir, eval_dir)
+    else:
+        class_names, files = top, _list_flat_layout(images_dir, top)
+    _check_classes(images_dir, class_names, files)
     # Records are written in this order (on one worker; many workers mix further): a hash
     # of the path interleaves the classes, so no stretch of records is one class.
     files.sort(key=lambda f: hashlib.sha256(f.relpath.encode()).hexdigest())
@@ -291,8 +319,8 @@ def _header_pixels(encoded: bytes) -> int | None:
     return width * height
 
 
-def decode_file(source: SourceFile) -> DecodedImage | Skipped:
-    """Read and decode one file with the model's decoder: its facts, or why it is skipped."""
+def _read(source: SourceFile) -> bytes | Skipped:
+    """The file's bytes, or why it cannot be read."""
     if _is_hidden(os.path.basename(source.path)):
         return Skipped(source, "hidden file")
     try:
@@ -312,32 +340,31 @@ def decode_file(source: SourceFile) -> DecodedImage | Skipped:
         )
     if not encoded:
         return Skipped(source, "empty file (0 bytes)")
+    return encoded
+
+
+def _format_problem(encoded: bytes) -> tuple[str | None, str]:
+    """(the image format, "") or (None, why the model's decoder will not take the file)."""
     image_format = sniff_format(encoded[:16])
     if image_format is None:
-        return Skipped(source, "not an image (content matches no image format)")
+        return None, "not an image (content matches no image format)"
     if image_format not in features.SUPPORTED_FORMATS:
-        return Skipped(
-            source,
+        return None, (
             f"unsupported image format {image_format} (supported: "
-            f"{', '.join(features.SUPPORTED_FORMATS)}); convert it to JPEG or PNG",
+            f"{', '.join(features.SUPPORTED_FORMATS)}); convert it to JPEG or PNG"
         )
     pixels = _header_pixels(encoded)
     if pixels is not None and pixels > MAX_PIXELS:
-        return Skipped(
-            source,
-            f"too large: {pixels / 1e6:.0f} Mpixel (limit {MAX_PIXELS / 1e6:.0f}); downscale it",
+        return None, (
+            f"too large: {pixels / 1e6:.0f} Mpixel (limit {MAX_PIXELS / 1e6:.0f}); downscale it"
         )
-    sha256 = hashlib.sha256(encoded).hexdigest()
-    converted = ""
-    stored = encoded
-    if image_format == "bmp" and (bmp_bits_per_pixel(encoded) or 24) <= 8:
-        # TF decodes the palette index as grey; PNG keeps the colours and decodes the same
-        # in Transform and in the served model.
-        try:
-            stored = _paletted_bmp_to_png(encoded)
-        except Exception as exc:  # noqa: BLE001 - any Pillow failure means a broken file
-            return Skipped(source, f"corrupt or truncated bmp: {exc}")
-        image_format, converted = "png", "paletted BMP (TF decodes it wrongly): stored as PNG"
+    return image_format, ""
+
+
+def _decode(
+    source: SourceFile, stored: bytes, image_format: str, sha256: str, converted: str
+) -> DecodedImage | Skipped:
+    """Decode with the model's decoder: the image's facts, or why it is broken."""
     try:
         image = tf.io.decode_image(stored, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as exc:
@@ -347,6 +374,27 @@ def decode_file(source: SourceFile) -> DecodedImage | Skipped:
     if height == 0 or width == 0:
         return Skipped(source, f"{image_format} with no pixels ({width}x{height})")
     return DecodedImage(source, stored, image_format, height, width, sha256, converted)
+
+
+def decode_file(source: SourceFile) -> DecodedImage | Skipped:
+    """Read and decode one file with the model's decoder: its facts, or why it is skipped."""
+    encoded = _read(source)
+    if isinstance(encoded, Skipped):
+        return encoded
+    image_format, problem = _format_problem(encoded)
+    if image_format is None:
+        return Skipped(source, problem)
+    sha256 = hashlib.sha256(encoded).hexdigest()
+    if image_format == "bmp" and (bmp_bits_per_pixel(encoded) or 24) <= 8:
+        # TF decodes the palette index as grey; PNG keeps the colours and decodes the same
+        # in Transform and in the served model.
+        try:
+            stored = _paletted_bmp_to_png(encoded)
+        except Exception as exc:  # noqa: BLE001 - any Pillow failure means a broken file
+            return Skipped(source, f"corrupt or truncated bmp: {exc}")
+        converted = "paletted BMP (TF decodes it wrongly): stored as PNG"
+        return _decode(source, stored, "png", sha256, converted)
+    return _decode(source, encoded, image_format, sha256, "")
 
 
 def _unit_hash(sha256: str) -> float:
@@ -366,50 +414,40 @@ def assign_split(image: DecodedImage, options: SplitOptions) -> str:
 
 
 def to_example(image: DecodedImage, label: int) -> bytes:
-    def b(value: bytes) -> tf.train.Feature:
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    def i(value: int) -> tf.train.Feature:
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-
-    example = tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                features.IMAGE_KEY: b(image.encoded),
-                features.IMAGE_FORMAT_KEY: b(image.image_format.encode()),
-                features.HEIGHT_KEY: i(image.height),
-                features.WIDTH_KEY: i(image.width),
-                features.LABEL_KEY: i(label),
-                features.LABEL_TEXT_KEY: b(image.source.class_name.encode()),
-                features.SOURCE_PATH_KEY: b(image.source.relpath.encode()),
-            }
-        )
+    example = make_example(
+        {
+            features.IMAGE_KEY: image.encoded,
+            features.IMAGE_FORMAT_KEY: image.image_format.encode(),
+            features.HEIGHT_KEY: image.height,
+            features.WIDTH_KEY: image.width,
+            features.LABEL_KEY: label,
+            features.LABEL_TEXT_KEY: image.source.class_name.encode(),
+            features.SOURCE_PATH_KEY: image.source.relpath.encode(),
+        }
     )
     return example.SerializeToString(deterministic=True)
 
 
-def build_report(
-    listing: Listing,
-    options: SplitOptions,
-    kept: Iterable[tuple[str, str, str, str, str]],
-    skipped: Iterable[tuple[str, str, str, str]],
-) -> dict:
-    """kept: (split, class, relpath, sha256, converted); skipped: (role, class, relpath, reason)."""
-    kept = sorted(kept, key=lambda k: k[2])
-    skipped = sorted(skipped, key=lambda s: s[2])
-    counts = {split: {name: 0 for name in listing.class_names} for split in SPLITS}
-    by_content: dict[str, list[tuple[str, str]]] = {}
-    for split, class_name, relpath, sha256, _ in kept:
-        counts[split][class_name] += 1
-        by_content.setdefault(sha256, []).append((split, relpath))
-    duplicates = [
-        {"sha256": sha, "paths": [p for _, p in copies], "splits": sorted({s for s, _ in copies})}
+def _duplicates(kept: list[KeptFile]) -> list[dict]:
+    """Files with byte-identical content: their paths and the splits they landed in."""
+    by_content: dict[str, list[KeptFile]] = {}
+    for file in kept:
+        by_content.setdefault(file.sha256, []).append(file)
+    return [
+        {
+            "sha256": sha,
+            "paths": [f.relpath for f in copies],
+            "splits": sorted({f.split for f in copies}),
+        }
         for sha, copies in sorted(by_content.items())
         if len(copies) > 1
     ]
+
+
+def _warnings(class_names: tuple[str, ...], counts: dict, duplicates: list[dict]) -> list[str]:
     warnings = [
         f"class {name!r} has no evaluation image: its accuracy is not measured"
-        for name in listing.class_names
+        for name in class_names
         if counts[EVAL][name] == 0
     ]
     leaks = [d for d in duplicates if EVAL in d["splits"] and len(d["splits"]) > 1]
@@ -418,6 +456,22 @@ def build_report(
             f"{len(leaks)} file(s) in the eval split are byte-identical to training or "
             "validation files (listed under duplicates): the eval metrics are optimistic"
         )
+    return warnings
+
+
+def build_report(
+    listing: Listing,
+    options: SplitOptions,
+    kept: Iterable[KeptFile],
+    skipped: Iterable[Skipped],
+) -> dict:
+    """The ingest report (written as JSON): counts, skipped and converted files, duplicates."""
+    kept = sorted(kept, key=lambda k: k.relpath)
+    skipped = sorted(skipped, key=lambda s: s.source.relpath)
+    counts = {split: {name: 0 for name in listing.class_names} for split in SPLITS}
+    for file in kept:
+        counts[file.split][file.class_name] += 1
+    duplicates = _duplicates(kept)
     return {
         "images_dir": listing.images_dir,
         "layout": listing.layout,
@@ -430,12 +484,17 @@ def build_report(
             "skipped": len(skipped),
         },
         "skipped": [
-            {"path": rel, "split": None if role == UNSPLIT else role, "class": cls, "reason": why}
-            for role, cls, rel, why in skipped
+            {
+                "path": s.source.relpath,
+                "split": None if s.source.role == UNSPLIT else s.source.role,
+                "class": s.source.class_name,
+                "reason": s.reason,
+            }
+            for s in skipped
         ],
-        "converted": [{"path": k[2], "how": k[4]} for k in kept if k[4]],
+        "converted": [{"path": k.relpath, "how": k.converted} for k in kept if k.converted],
         "duplicates": duplicates,
-        "warnings": warnings,
+        "warnings": _warnings(listing.class_names, counts, duplicates),
     }
 
 
@@ -502,17 +561,11 @@ def IngestImages(  # noqa: N802 - Beam's PTransform naming
         >> beam.Map(lambda kv: to_example(kv[1], label_of[kv[1].source.class_name]))
         for index, name in enumerate(SPLITS)
     }
+    # The report needs the facts of each kept file, not its bytes.
     kept = with_split | "KeptFacts" >> beam.Map(
-        lambda kv: (
-            kv[0],
-            kv[1].source.class_name,
-            kv[1].source.relpath,
-            kv[1].sha256,
-            kv[1].converted,
+        lambda kv: KeptFile(
+            kv[0], kv[1].source.class_name, kv[1].source.relpath, kv[1].sha256, kv[1].converted
         )
-    )
-    skipped_facts = skipped | "SkippedFacts" >> beam.Map(
-        lambda s: (s.source.role, s.source.class_name, s.source.relpath, s.reason)
     )
     _ = (
         pipeline
@@ -523,7 +576,7 @@ def IngestImages(  # noqa: N802 - Beam's PTransform naming
                 report_path, json.dumps(build_report(listing, options, k, s), indent=2) + "\n"
             ),
             beam.pvalue.AsList(kept),
-            beam.pvalue.AsList(skipped_facts),
+            beam.pvalue.AsList(skipped),
         )
     )
     return splits

@@ -37,9 +37,9 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.utils import json_utils, proto_utils
 
 from components.artifact_types import ExtraAssets
+from components.modules import features
 
 EXTRA_ASSETS_KEY = "extra_assets"
-ASSETS_EXTRA = "assets.extra"
 TEMP_PREFIX = ".push-"  # not a number: neither TF Serving nor serving/ treat it as a version
 _SAME_MODEL_FILES = ("saved_model.pb", os.path.join("variables", "variables.index"))
 
@@ -114,7 +114,9 @@ def push_model(model_path: str, base_directory: str, extra_assets_dir: str | Non
     temporary = os.path.join(base_directory, TEMP_PREFIX + version)
     shutil.copytree(model_path, temporary)
     if extra_assets_dir:
-        shutil.copytree(extra_assets_dir, os.path.join(temporary, ASSETS_EXTRA), dirs_exist_ok=True)
+        shutil.copytree(
+            extra_assets_dir, os.path.join(temporary, features.ASSETS_EXTRA_DIR), dirs_exist_ok=True
+        )
     _fsync_tree(temporary)
     os.rename(temporary, os.path.join(base_directory, version))  # the version appears whole
     _fsync_dir(base_directory)

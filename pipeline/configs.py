@@ -11,7 +11,7 @@ import os
 import shlex
 from collections.abc import Mapping
 
-from components.modules.backbones import DEFAULT_BACKBONE
+from components.modules.features import DEFAULT_BACKBONE
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
@@ -100,6 +100,10 @@ class PipelineConfig:
         if not self.pipeline_root:
             object.__setattr__(self, "pipeline_root", os.path.join(self.output, "pipeline_root"))
 
+    def values_for(self, options_type: type) -> dict:
+        """This run's values of the knobs a stage's options dataclass shares (shared_knobs)."""
+        return {name: getattr(self, name) for name in shared_knobs(options_type)}
+
     @property
     def beam_args(self) -> list[str]:
         """BEAM_PIPELINE_ARGS split like a shell would, or the in-memory default."""
@@ -137,6 +141,13 @@ class PipelineConfig:
     @property
     def summary_path(self) -> str:
         return os.path.join(self.output, "run_summary.json")
+
+
+def shared_knobs(options_type: type) -> tuple[str, ...]:
+    """The fields of the dataclass `options_type` that are knobs too. A stage's options take
+    them by name, so a knob added to both reaches the stage without being listed anywhere."""
+    knobs = {field.name for field in dataclasses.fields(PipelineConfig)}
+    return tuple(f.name for f in dataclasses.fields(options_type) if f.name in knobs)
 
 
 def _parse(field: dataclasses.Field, raw: str):

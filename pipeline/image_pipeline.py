@@ -11,7 +11,6 @@ ImageExampleGen (or ImportExampleGen over image TFRecords: EXAMPLES)
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from tfx import v1 as tfx
@@ -24,18 +23,14 @@ from components.modules import ingest_report
 from components.modules.trainer import TrainingOptions
 from components.modules.tuner import TuningOptions
 from components.report.component import EvaluationReport
-from pipeline.configs import MODULES_DIR, PipelineConfig
+from pipeline.configs import MODULES_DIR, PipelineConfig, shared_knobs
 
 TRANSFORM_MODULE = os.path.join(MODULES_DIR, "preprocessing.py")
 TRAINER_MODULE = os.path.join(MODULES_DIR, "trainer.py")
 TUNER_MODULE = os.path.join(MODULES_DIR, "tuner.py")
 
 # Knobs that PipelineConfig and the Trainer's TrainingOptions share, passed by name.
-TRAINING_KNOBS = tuple(
-    field.name
-    for field in dataclasses.fields(TrainingOptions)
-    if field.name in {f.name for f in dataclasses.fields(PipelineConfig)}
-)
+TRAINING_KNOBS = shared_knobs(TrainingOptions)
 
 
 def example_gen_and_classes(
@@ -97,7 +92,7 @@ def create_pipeline(
     training_config = {
         # Every TrainingOptions field that is also a pipeline knob, by name: a knob
         # added to both reaches run_fn without being listed here.
-        **{name: getattr(config, name) for name in TRAINING_KNOBS},
+        **config.values_for(TrainingOptions),
         "image_size": config.image_size,
         "backbone": config.backbone,
         "weights": weights_record,
@@ -116,10 +111,7 @@ def create_pipeline(
             schema=schema_gen.outputs["schema"],
             train_args=train_args,
             eval_args=eval_args,
-            custom_config={
-                **training_config,
-                **{f.name: getattr(config, f.name) for f in dataclasses.fields(TuningOptions)},
-            },
+            custom_config={**training_config, **config.values_for(TuningOptions)},
         )
     trainer = tfx.components.Trainer(
         module_file=TRAINER_MODULE,
@@ -149,13 +141,7 @@ def create_pipeline(
         baseline_model=latest_blessed_model.outputs["model"],
         example_splits=[ingest.EVAL],
         eval_config=build_eval_config(
-            len(class_names),
-            GateSettings(
-                accuracy_threshold=config.accuracy_threshold,
-                min_class_recall=config.min_class_recall,
-                accuracy_max_drop=config.accuracy_max_drop,
-                beat_majority_class=config.beat_majority_class,
-            ),
+            len(class_names), GateSettings(**config.values_for(GateSettings))
         ),
     )
     report = EvaluationReport(

@@ -19,10 +19,12 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.utils import path_utils
 
 from components.artifact_types import EvaluationReport
 from components.eval_config import ACCURACY_METRIC
 from components.modules import export, feature_cache, ingest_report
+from components.modules.atomic_files import write_text_atomically
 from components.modules.weights import log_loud_warning
 from components.report import gate
 from components.report.rebuild import publish
@@ -144,6 +146,48 @@ def ingest_summary(components: dict, config: PipelineConfig) -> dict:
     return {"component": None, "report": None}
 
 
+def evaluation_summary(components: dict) -> dict:
+    """The Evaluator's metrics, blessing and the gate's rules."""
+    evaluator = components.get("Evaluator", {}).get("outputs", {})
+    summary = {}
+    if evaluator.get("ModelEvaluation"):
+        summary["eval_metrics"] = eval_metrics(evaluator["ModelEvaluation"][0].uri)
+    if evaluator.get("ModelBlessing"):
+        summary["blessed"] = bool(_custom(evaluator["ModelBlessing"][0], "blessed"))
+    if evaluator.get("ModelEvaluation"):
+        summary["gate"] = gate.read_gate(evaluator["ModelEvaluation"][0].uri).as_dict()
+    return summary
+
+
+def push_summary(components: dict) -> dict:
+    """Whether the Pusher pushed, and where."""
+    pushed = components.get("Pusher", {}).get("outputs", {}).get("PushedModel")
+    was_pushed = bool(pushed and _custom(pushed[0], "pushed"))
+    return {
+        "pushed": was_pushed,
+        "pushed_path": _custom(pushed[0], "pushed_destination") if was_pushed else None,
+    }
+
+
+def training_summary(components: dict, config: PipelineConfig) -> dict:
+    """What the exported model's metadata says of its weights and features, and the Tuner's."""
+    summary = {}
+    trained = components.get("Trainer", {}).get("outputs", {}).get("Model")
+    if trained:
+        serving_dir = path_utils.serving_model_dir(trained[0].uri)
+        training_metadata = export.read_training_metadata(serving_dir)
+        summary["model_metadata_backbone_weights"] = training_metadata.get("backbone_weights")
+        summary["feature_cache"] = {
+            **training_metadata.get("feature_cache", {}),
+            "dir": config.feature_cache_dir,
+            "size_bytes": feature_cache.store_size_bytes(config.feature_cache_dir),
+        }
+    tuner_results = components.get("Tuner", {}).get("outputs", {}).get("TunerResults")
+    if tuner_results:
+        summary["tuner"] = tuner_summary(tuner_results[0].uri)
+    return summary
+
+
 def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float) -> int:
     store = _store(config)
     run = latest_run(store, config.pipeline_name)
@@ -164,39 +208,18 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
         "wall_seconds": round(time.time() - started_at, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
-    evaluator = components.get("Evaluator", {}).get("outputs", {})
-    if evaluator.get("ModelEvaluation"):
-        summary["eval_metrics"] = eval_metrics(evaluator["ModelEvaluation"][0].uri)
-    if evaluator.get("ModelBlessing"):
-        summary["blessed"] = bool(_custom(evaluator["ModelBlessing"][0], "blessed"))
-    if evaluator.get("ModelEvaluation"):
-        summary["gate"] = gate.read_gate(evaluator["ModelEvaluation"][0].uri).as_dict()
+    summary.update(evaluation_summary(components))
     report = (
         components.get("EvaluationReport", {}).get("outputs", {}).get(EvaluationReport.TYPE_NAME)
     )
     if report:
         publish(report[0].uri, config.report_dir)
         summary["report"] = os.path.join(config.report_dir, "index.html")
-    pushed = components.get("Pusher", {}).get("outputs", {}).get("PushedModel")
-    summary["pushed"] = bool(pushed and _custom(pushed[0], "pushed"))
-    summary["pushed_path"] = _custom(pushed[0], "pushed_destination") if summary["pushed"] else None
-    trained = components.get("Trainer", {}).get("outputs", {}).get("Model")
-    if trained:
-        serving_dir = os.path.join(trained[0].uri, "Format-Serving")
-        training_metadata = export.read_training_metadata(serving_dir)
-        summary["model_metadata_backbone_weights"] = training_metadata.get("backbone_weights")
-        summary["feature_cache"] = {
-            **training_metadata.get("feature_cache", {}),
-            "dir": config.feature_cache_dir,
-            "size_bytes": feature_cache.store_size_bytes(config.feature_cache_dir),
-        }
-    tuner_results = components.get("Tuner", {}).get("outputs", {}).get("TunerResults")
-    if tuner_results:
-        summary["tuner"] = tuner_summary(tuner_results[0].uri)
+    summary.update(push_summary(components))
+    summary.update(training_summary(components, config))
     # `make run` can only exit 0 or 2 (make's code for any failed recipe): scripts read this.
     summary["exit_code"] = 0 if summary["pushed"] else EXIT_NOT_PUSHED
-    with open(config.summary_path, "w") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
+    write_text_atomically(config.summary_path, json.dumps(summary, indent=2, sort_keys=True))
     print(format_summary(summary, config))
     if not inputs.weights_record["pretrained"]:
         log_loud_warning(inputs.weights_record["warning"])

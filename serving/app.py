@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import tensorflow as tf
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -24,13 +25,7 @@ from starlette.routing import Route
 from serving import codec, errors, metrics, responses
 from serving.models import ModelRegistry
 from serving.runner import Runner
-from serving.savedmodel import (
-    CLASSIFY_CLASSES,
-    CLASSIFY_INPUTS,
-    CLASSIFY_SCORES,
-    REGRESS_INPUTS,
-    REGRESS_OUTPUTS,
-)
+from serving.savedmodel import Servable, Signature
 
 log = logging.getLogger(__name__)
 
@@ -179,26 +174,38 @@ class Api:
         return codec.encode_predict(outputs, inputs.format)
 
     async def classify(self, call: ApiCall, body: bytes) -> dict:
-        document = codec.parse_json(body)
-        signature_name = codec.signature_name(document)
-        examples = codec.parse_classify(document, self.limits.max_instances)
-        servable = self.models.resolve(call.name, call.version, call.label)
-        signature = servable.classify_signature(signature_name)
-        serialized = codec.bytes_array(examples)
-        outputs = await self.runner.run(servable, signature.name, {CLASSIFY_INPUTS: serialized})
-        return codec.encode_classify(outputs.get(CLASSIFY_CLASSES), outputs.get(CLASSIFY_SCORES))
+        outputs, _ = await self._run_on_examples(
+            call, body, Servable.classify_signature, tf.saved_model.CLASSIFY_INPUTS
+        )
+        return codec.encode_classify(
+            outputs.get(tf.saved_model.CLASSIFY_OUTPUT_CLASSES),
+            outputs.get(tf.saved_model.CLASSIFY_OUTPUT_SCORES),
+        )
 
     async def regress(self, call: ApiCall, body: bytes) -> dict:
-        # TF Serving's order: parse the body (its message says "classify" for both APIs,
-        # json_tensor.cc), find the model (404), check the signature can regress (400).
+        outputs, count = await self._run_on_examples(
+            call, body, Servable.regress_signature, tf.saved_model.REGRESS_INPUTS
+        )
+        return codec.encode_regress(outputs[tf.saved_model.REGRESS_OUTPUTS], count)
+
+    async def _run_on_examples(
+        self,
+        call: ApiCall,
+        body: bytes,
+        checked_signature: Callable[[Servable, str], Signature],
+        input_key: str,
+    ) -> tuple[dict, int]:
+        """Classify and Regress in TF Serving's order: parse the body (its message says
+        "classify" for both APIs, json_tensor.cc), find the model (404), check the signature
+        can answer this API (400), run it on the serialized examples."""
         document = codec.parse_json(body)
         signature_name = codec.signature_name(document)
         examples = codec.parse_classify(document, self.limits.max_instances)
         servable = self.models.resolve(call.name, call.version, call.label)
-        signature = servable.regress_signature(signature_name)
+        signature = checked_signature(servable, signature_name)
         serialized = codec.bytes_array(examples)
-        outputs = await self.runner.run(servable, signature.name, {REGRESS_INPUTS: serialized})
-        return codec.encode_regress(outputs[REGRESS_OUTPUTS], len(examples))
+        outputs = await self.runner.run(servable, signature.name, {input_key: serialized})
+        return outputs, len(examples)
 
 
 class Endpoint:

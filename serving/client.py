@@ -229,14 +229,17 @@ def _classification(prediction: Any) -> Classification:
     return Classification(name, probability, probabilities)
 
 
-def image_files(paths: Iterable[str]) -> Iterator[str]:
-    """Files as given; folders walked for image files (sorted)."""
+def image_files(
+    paths: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+) -> Iterator[str]:
+    """Files as given; folders walked for image files (sorted): the one folder walker of the
+    client and the benches."""
     for path in paths:
         if os.path.isdir(path):
             for root, dirs, files in os.walk(path):
                 dirs.sort()
                 for name in sorted(files):
-                    if name.lower().endswith(IMAGE_EXTENSIONS):
+                    if name.lower().endswith(extensions):
                         yield os.path.join(root, name)
         else:
             yield path

@@ -92,15 +92,12 @@ def parse_predict(
         )
     try:
         if has_instances:
-            instances = doc["instances"]
-            if not isinstance(instances, list):
-                raise errors.invalid_argument(
-                    f"JSON Value: {_show(doc)} Expecting 'instances' to be an list/array"
-                )
-            if not instances:
-                raise errors.invalid_argument(
-                    f"JSON Value: {_show(doc)} No values in 'instances' array"
-                )
+            instances = _json_array(
+                doc,
+                "instances",
+                "Expecting 'instances' to be an list/array",
+                "No values in 'instances' array",
+            )
             _check_instances(len(instances), max_instances)
             return PredictInputs(_from_instances(instances, specs), ROW, len(instances))
         if has_inputs:
@@ -328,6 +325,16 @@ def _array(flat: list, shape: tuple[int, ...], dtype: str) -> np.ndarray:
 # ---- Classify ----
 
 
+def _json_array(doc: Mapping[str, Any], key: str, not_an_array: str, empty: str) -> list:
+    """doc[key] as a non-empty JSON array; otherwise TF Serving's message for this API."""
+    value = doc[key]
+    if not isinstance(value, list):
+        raise errors.invalid_argument(f"JSON Value: {_show(doc)} {not_an_array}")
+    if not value:
+        raise errors.invalid_argument(f"JSON Value: {_show(doc)} {empty}")
+    return value
+
+
 def parse_classify(doc: Mapping[str, Any], max_instances: int | None = None) -> list[bytes]:
     """Serialized tf.Examples of a Classify request, `context` merged into each example."""
     context = b""
@@ -338,15 +345,12 @@ def parse_classify(doc: Mapping[str, Any], max_instances: int | None = None) -> 
             f"JSON Value: {_show(doc)} When method is classify, key 'examples' is expected and "
             "was not found"
         )
-    examples = doc["examples"]
-    if not isinstance(examples, list):
-        raise errors.invalid_argument(
-            f"JSON Value: {_show(doc)} Expecting 'examples' value to be an list/array"
-        )
-    if not examples:
-        raise errors.invalid_argument(
-            f"JSON Value: {_show(doc)} 'examples' value is an empty array"
-        )
+    examples = _json_array(
+        doc,
+        "examples",
+        "Expecting 'examples' value to be an list/array",
+        "'examples' value is an empty array",
+    )
     _check_instances(len(examples), max_instances)
     # Concatenated serialized protos parse as their merge, which is how TF Serving joins an
     # ExampleListWithContext: each example gets the context's features.

@@ -36,14 +36,7 @@ from serving import codec, config, errors
 from serving.metrics import Metrics
 from serving.models import ModelRegistry
 from serving.runner import Runner
-from serving.savedmodel import (
-    CLASSIFY_CLASSES,
-    CLASSIFY_INPUTS,
-    CLASSIFY_SCORES,
-    REGRESS_INPUTS,
-    REGRESS_OUTPUTS,
-    Servable,
-)
+from serving.savedmodel import Servable, Signature
 
 log = logging.getLogger(__name__)
 
@@ -190,14 +183,13 @@ class PredictionService(_Service, prediction_service_pb2_grpc.PredictionServiceS
         )
 
     async def _classify(self, request) -> classification_pb2.ClassificationResponse:
-        if not request.HasField("model_spec"):
-            raise errors.invalid_argument("Missing ModelSpec")
-        servable = _resolve(self.models, request.model_spec)
-        signature = servable.classify_signature(request.model_spec.signature_name)
-        serialized = examples(request.input)
-        self._check_batch(len(serialized))
-        outputs = await self.runner.run(servable, signature.name, {CLASSIFY_INPUTS: serialized})
-        classes, scores = outputs.get(CLASSIFY_CLASSES), outputs.get(CLASSIFY_SCORES)
+        servable, signature, outputs = await self._run_on_examples(
+            request, Servable.classify_signature, tf.saved_model.CLASSIFY_INPUTS
+        )
+        classes, scores = (
+            outputs.get(tf.saved_model.CLASSIFY_OUTPUT_CLASSES),
+            outputs.get(tf.saved_model.CLASSIFY_OUTPUT_SCORES),
+        )
         response = classification_pb2.ClassificationResponse()
         _set_spec(response.model_spec, servable, signature.name)
         reference = classes if classes is not None else scores
@@ -218,19 +210,32 @@ class PredictionService(_Service, prediction_service_pb2_grpc.PredictionServiceS
         )
 
     async def _regress(self, request) -> regression_pb2.RegressionResponse:
-        if not request.HasField("model_spec"):
-            raise errors.invalid_argument("Missing ModelSpec")
-        servable = _resolve(self.models, request.model_spec)
-        signature = servable.regress_signature(request.model_spec.signature_name)
-        serialized = examples(request.input)
-        self._check_batch(len(serialized))
-        outputs = await self.runner.run(servable, signature.name, {REGRESS_INPUTS: serialized})
-        values = outputs[REGRESS_OUTPUTS].reshape(-1)
+        servable, signature, outputs = await self._run_on_examples(
+            request, Servable.regress_signature, tf.saved_model.REGRESS_INPUTS
+        )
+        values = outputs[tf.saved_model.REGRESS_OUTPUTS].reshape(-1)
         response = regression_pb2.RegressionResponse()
         _set_spec(response.model_spec, servable, signature.name)
         for value in values:
             response.result.regressions.add(value=float(value))
         return response
+
+    async def _run_on_examples(
+        self,
+        request,
+        checked_signature: Callable[[Servable, str], Signature],
+        input_key: str,
+    ) -> tuple[Servable, Signature, dict]:
+        """Classify and Regress: find the model, check the signature can answer this API,
+        run it on the request's serialized examples."""
+        if not request.HasField("model_spec"):
+            raise errors.invalid_argument("Missing ModelSpec")
+        servable = _resolve(self.models, request.model_spec)
+        signature = checked_signature(servable, request.model_spec.signature_name)
+        serialized = examples(request.input)
+        self._check_batch(len(serialized))
+        outputs = await self.runner.run(servable, signature.name, {input_key: serialized})
+        return servable, signature, outputs
 
     async def GetModelMetadata(self, request, context):  # noqa: N802
         return await self._answer(

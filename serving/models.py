@@ -141,6 +141,30 @@ def parse_version_labels(specs: Iterable[str]) -> dict[str, dict[str, int]]:
     return labels
 
 
+class Poller:
+    """Calls `poll` in a daemon thread every `seconds` until stop(): the model poller and the
+    config-file poller (TF Serving's file-system and config-file poll loops)."""
+
+    def __init__(self, name: str, poll: Callable[[], None]):
+        self.name = name
+        self._poll = poll
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, seconds: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(seconds):
+                self._poll()
+
+        self._thread = threading.Thread(target=loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
 class ModelRegistry:
     """Discovers, loads and unloads versions under a base path; answers lookups.
 
@@ -174,8 +198,7 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._models: dict[str, dict[int, VersionRecord]] = {n: {} for n in self.model_names}
         self._last_seen: dict[tuple[str, int], Fingerprint] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller("model-poller", self.poll)
         self._poll_lock = threading.Lock()  # one scan at a time (poller, config reloads)
         if sources is not None:
             self.reconfigure(sources)
@@ -324,18 +347,10 @@ class ModelRegistry:
 
     def start(self, poll_seconds: float) -> None:
         """Poll in a daemon thread every `poll_seconds` until stop()."""
-
-        def loop() -> None:
-            while not self._stop.wait(poll_seconds):
-                self.poll()
-
-        self._thread = threading.Thread(target=loop, name="model-poller", daemon=True)
-        self._thread.start()
+        self._poller.start(poll_seconds)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._poller.stop()
 
     # ---- lookups (event loop) ----
 

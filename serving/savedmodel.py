@@ -16,19 +16,9 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving import errors
-
-SERVE_TAG = "serve"
-DEFAULT_SIGNATURE = "serving_default"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-CLASSIFY_INPUTS = "inputs"
-CLASSIFY_CLASSES = "classes"
-CLASSIFY_SCORES = "scores"
-REGRESS_METHOD = "tensorflow/serving/regress"
-REGRESS_INPUTS = "inputs"
-REGRESS_OUTPUTS = "outputs"
 
 
 @dataclass(frozen=True)
@@ -57,21 +47,15 @@ def _spec(info: meta_graph_pb2.TensorInfo) -> TensorSpec:
 
 def read_meta_graph(export_dir: str) -> meta_graph_pb2.MetaGraphDef:
     """The MetaGraphDef tagged 'serve' from saved_model.pb (or .pbtxt), as TF Serving picks it."""
-    saved_model = saved_model_pb2.SavedModel()
-    binary_path = os.path.join(export_dir, "saved_model.pb")
-    text_path = os.path.join(export_dir, "saved_model.pbtxt")
-    if os.path.isfile(binary_path):
-        with open(binary_path, "rb") as f:
-            saved_model.ParseFromString(f.read())
-    elif os.path.isfile(text_path):
-        with open(text_path) as f:
-            text_format.Parse(f.read(), saved_model)
-    else:
+    names = (tf.saved_model.SAVED_MODEL_FILENAME_PB, tf.saved_model.SAVED_MODEL_FILENAME_PBTXT)
+    if not any(os.path.isfile(os.path.join(export_dir, name)) for name in names):
         raise errors.not_found(f"SavedModel not found in export directory: {export_dir}")
+    # TF's own reader (the one tf.saved_model.load uses): .pb first, else .pbtxt.
+    saved_model = tf.__internal__.saved_model.parse_saved_model(export_dir)
     for meta_graph in saved_model.meta_graphs:
-        if SERVE_TAG in meta_graph.meta_info_def.tags:
+        if tf.saved_model.SERVING in meta_graph.meta_info_def.tags:
             return meta_graph
-    raise errors.not_found(f"No MetaGraphDef tagged '{SERVE_TAG}' in {export_dir}")
+    raise errors.not_found(f"No MetaGraphDef tagged '{tf.saved_model.SERVING}' in {export_dir}")
 
 
 class Servable:
@@ -91,7 +75,7 @@ class Servable:
             )
             for key, sig in self.meta_graph.signature_def.items()
         }
-        self._loaded = tf.saved_model.load(export_dir, tags=[SERVE_TAG])
+        self._loaded = tf.saved_model.load(export_dir, tags=[tf.saved_model.SERVING])
         self._functions = dict(self._loaded.signatures)
 
     def __repr__(self) -> str:
@@ -99,7 +83,7 @@ class Servable:
 
     def signature(self, name: str) -> Signature:
         """The signature for Predict; TF Serving's message when it is missing."""
-        name = name or DEFAULT_SIGNATURE
+        name = name or tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
         if name not in self.signatures:
             raise errors.invalid_argument(
                 f'Serving signature name: "{name}" not found in signature def'
@@ -107,7 +91,7 @@ class Servable:
         return self.signatures[name]
 
     def _named_signature(self, name: str) -> tuple[Signature, str]:
-        name = name or DEFAULT_SIGNATURE
+        name = name or tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
         signature = self.signatures.get(name)
         if signature is None:
             raise errors.invalid_argument(f"No signature was found with the name: {name}")
@@ -123,14 +107,18 @@ class Servable:
             raise errors.invalid_argument(
                 f"Expected one or two output Tensors, found {len(signature.outputs)}"
             )
-        if CLASSIFY_INPUTS not in signature.inputs:
+        if tf.saved_model.CLASSIFY_INPUTS not in signature.inputs:
             raise errors.invalid_argument(
                 f"No classification inputs found in SignatureDef: {debug}"
             )
-        if not {CLASSIFY_CLASSES, CLASSIFY_SCORES} & set(signature.outputs):
+        classes, scores = (
+            tf.saved_model.CLASSIFY_OUTPUT_CLASSES,
+            tf.saved_model.CLASSIFY_OUTPUT_SCORES,
+        )
+        if not {classes, scores} & set(signature.outputs):
             raise errors.invalid_argument(
                 "Expected classification signature outputs to contain at least one of "
-                f'"{CLASSIFY_CLASSES}" or "{CLASSIFY_SCORES}". Signature was: {debug}'
+                f'"{classes}" or "{scores}". Signature was: {debug}'
             )
         return signature
 
@@ -141,9 +129,9 @@ class Servable:
             raise errors.invalid_argument("Expected one input Tensor.")
         if len(signature.outputs) != 1:
             raise errors.invalid_argument("Expected one output Tensor.")
-        if REGRESS_INPUTS not in signature.inputs:
+        if tf.saved_model.REGRESS_INPUTS not in signature.inputs:
             raise errors.invalid_argument(f"No regression inputs found in SignatureDef: {debug}")
-        if REGRESS_OUTPUTS not in signature.outputs:
+        if tf.saved_model.REGRESS_OUTPUTS not in signature.outputs:
             raise errors.invalid_argument(f"No regression outputs found in SignatureDef: {debug}")
         return signature
 

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import sys
-import threading
 from collections.abc import Sequence
 
 import uvicorn
@@ -86,12 +85,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="how often to look for new versions (TF Serving's --file_system_poll_wait_seconds)",
     )
     parser.add_argument(
-        "--num-versions",
-        type=int,
-        default=1,
-        help="keep the latest N versions of each model loaded (default 1: the latest)",
-    )
-    parser.add_argument(
         "--version-labels",
         action="append",
         default=[],
@@ -100,48 +93,46 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "image_classifier:stable=1700000000",
     )
     parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=app.Limits.max_body_bytes,
-        help="larger request bodies are refused with 400 (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-decompressed-bytes",
-        type=int,
-        default=app.Limits.max_decompressed_bytes,
-        help="cap on a gzip body's decompressed size (default %(default)s, TF Serving's)",
-    )
-    parser.add_argument(
-        "--max-instances",
-        type=int,
-        default=app.Limits.max_instances,
-        help="more instances/examples in one request are refused with 400 (default %(default)s)",
-    )
-    parser.add_argument(
-        "--num-threads",
-        type=int,
-        default=os.cpu_count() or 2,
-        help="model calls running at once (default: CPU count, %(default)s)",
-    )
-    parser.add_argument(
         "--enable-batching",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="merge concurrent requests into one model call (default on; see README)",
     )
-    parser.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=batching.BatchingOptions.max_batch_size,
-        help="instances in one merged call (default %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-timeout-micros",
-        type=int,
-        default=0,
-        help="how long a batch may wait to fill once a model thread is free (default 0: "
-        "batches form only from requests that queued while the threads were busy)",
-    )
+    for flag, default, text in (  # the whole-number options
+        ("--num-versions", 1, "keep the latest N versions of each model loaded (default 1)"),
+        (
+            "--max-body-bytes",
+            app.Limits.max_body_bytes,
+            "larger request bodies are refused with 400 (default %(default)s)",
+        ),
+        (
+            "--max-decompressed-bytes",
+            app.Limits.max_decompressed_bytes,
+            "cap on a gzip body's decompressed size (default %(default)s, TF Serving's)",
+        ),
+        (
+            "--max-instances",
+            app.Limits.max_instances,
+            "more instances/examples in one request are refused with 400 (default %(default)s)",
+        ),
+        (
+            "--num-threads",
+            os.cpu_count() or 2,
+            "model calls running at once (default: CPU count, %(default)s)",
+        ),
+        (
+            "--max-batch-size",
+            batching.BatchingOptions.max_batch_size,
+            "instances in one merged call (default %(default)s)",
+        ),
+        (
+            "--batch-timeout-micros",
+            0,
+            "how long a batch may wait to fill once a model thread is free (default 0: "
+            "batches form only from requests that queued while the threads were busy)",
+        ),
+    ):
+        parser.add_argument(flag, type=int, default=default, help=text)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
@@ -152,6 +143,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     except ValueError as exc:
         parser.error(f"--version-labels: {exc}")
     return args
+
+
+def _registry(args: argparse.Namespace, loader: models.Loader, warmup_hook) -> models.ModelRegistry:
+    return models.ModelRegistry(
+        args.model_base_path,
+        loader=loader,
+        model_names=args.model_name,
+        num_versions=args.num_versions,
+        version_labels=args.labels,
+        allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models,
+        warmup=warmup_hook,
+    )
+
+
+def _runner(args: argparse.Namespace, server_metrics: metrics.Metrics) -> runner.Runner:
+    batching_options = None
+    if args.enable_batching:
+        batching_options = batching.BatchingOptions(
+            max_batch_size=args.max_batch_size,
+            batch_timeout_seconds=args.batch_timeout_micros / 1e6,
+        )
+    return runner.Runner(args.num_threads, batching_options, server_metrics.batch_observer())
+
+
+async def _first_load(registry: models.ModelRegistry) -> None:
+    """Load what is there before serving, and log each model's versions."""
+    if registry.sources is None and not os.path.isdir(registry.base_path):
+        log.warning("%s does not exist yet; polling for models", registry.base_path)
+    # Two scans: a version loads once its directory looks the same twice (see models.py).
+    await asyncio.to_thread(registry.poll)
+    await asyncio.to_thread(registry.poll)
+    for name in registry.known_models():
+        states = [f"{s.version}:{s.state.value}" for s in _statuses(registry, name)]
+        log.info("Model %s versions %s", name, ", ".join(states) or "none")
 
 
 def build_app(args: argparse.Namespace) -> Starlette:
@@ -166,42 +191,19 @@ def build_app(args: argparse.Namespace) -> Starlette:
     hook = None
     if args.enable_model_warmup:
         hook = warmup.warmer(lambda *a: server_metrics_box[0].observe_warmup(*a))
-    registry = models.ModelRegistry(
-        args.model_base_path,
-        loader=Servable,
-        model_names=args.model_name,
-        num_versions=args.num_versions,
-        version_labels=args.labels,
-        allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models,
-        warmup=hook,
-    )
+    registry = _registry(args, Servable, hook)
     server_metrics = metrics.Metrics(registry, monitoring.path if monitoring.enable else "")
     server_metrics_box.append(server_metrics)
     config_watcher = None
     if args.model_config_file:
         config_watcher = ConfigWatcher(args.model_config_file, registry)
         config_watcher.load()  # loads the models; a bad file stops the server here
-    batching_options = None
-    if args.enable_batching:
-        batching_options = batching.BatchingOptions(
-            max_batch_size=args.max_batch_size,
-            batch_timeout_seconds=args.batch_timeout_micros / 1e6,
-        )
-    model_runner = runner.Runner(
-        args.num_threads, batching_options, server_metrics.batch_observer()
-    )
+    model_runner = _runner(args, server_metrics)
     limits = app.Limits(args.max_body_bytes, args.max_instances, args.max_decompressed_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette):
-        if registry.sources is None and not os.path.isdir(registry.base_path):
-            log.warning("%s does not exist yet; polling for models", registry.base_path)
-        # Two scans: a version loads once its directory looks the same twice (see models.py).
-        await asyncio.to_thread(registry.poll)
-        await asyncio.to_thread(registry.poll)
-        for name in registry.known_models():
-            states = [f"{s.version}:{s.state.value}" for s in _statuses(registry, name)]
-            log.info("Model %s versions %s", name, ", ".join(states) or "none")
+        await _first_load(registry)
         grpc_server = None
         if args.grpc_port:
             grpc_server = grpc_api.create_server(
@@ -235,8 +237,7 @@ class ConfigWatcher:
         self.path = path
         self.registry = registry
         self._applied = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = models.Poller("config-poller", self._reload)
 
     def load(self) -> None:
         parsed = config.read_model_config_file(self.path)
@@ -245,21 +246,17 @@ class ConfigWatcher:
             self._applied = parsed
             log.info("Model config %s applied", self.path)
 
-    def start(self, seconds: float) -> None:
-        def loop() -> None:
-            while not self._stop.wait(seconds):
-                try:
-                    self.load()
-                except Exception as exc:  # keep serving the last good config
-                    log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc)
+    def _reload(self) -> None:
+        try:
+            self.load()
+        except Exception as exc:  # keep serving the last good config
+            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc)
 
-        self._thread = threading.Thread(target=loop, name="config-poller", daemon=True)
-        self._thread.start()
+    def start(self, seconds: float) -> None:
+        self._poller.start(seconds)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._poller.stop()
 
 
 def _statuses(registry: models.ModelRegistry, name: str) -> list[models.VersionStatus]:

@@ -21,7 +21,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import errors, grpc_api
-from serving.savedmodel import CLASSIFY_INPUTS, REGRESS_INPUTS, Servable
+from serving.savedmodel import Servable
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,15 @@ def _run(servable: Servable, entry: prediction_log_pb2.PredictionLog) -> None:
     elif kind == "classify_log":
         request = entry.classify_log.request
         signature = servable.classify_signature(request.model_spec.signature_name)
-        servable.run(signature.name, {CLASSIFY_INPUTS: grpc_api.examples(request.input)})
+        servable.run(
+            signature.name, {tf.saved_model.CLASSIFY_INPUTS: grpc_api.examples(request.input)}
+        )
     elif kind == "regress_log":
         request = entry.regress_log.request
         signature = servable.regress_signature(request.model_spec.signature_name)
-        servable.run(signature.name, {REGRESS_INPUTS: grpc_api.examples(request.input)})
+        servable.run(
+            signature.name, {tf.saved_model.REGRESS_INPUTS: grpc_api.examples(request.input)}
+        )
     elif kind is not None:
         field = prediction_log_pb2.PredictionLog.DESCRIPTOR.fields_by_name[kind]
         raise errors.ServingError(

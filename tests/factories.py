@@ -1,118 +1,21 @@
 """Builders for what tests need: encoded images, a real Transform output, a real export.
 
-Everything is generated: no dataset or pretrained weights are needed.
+Everything is generated: no dataset or pretrained weights are needed. The builders are
+defined once, in components/samples.py (the benches use them too); these are their names
+in the tests.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
-
-import numpy as np
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
-from PIL import Image
-from tensorflow_metadata.proto.v0 import schema_pb2
-from tensorflow_transform.tf_metadata import dataset_metadata
-from tfx.utils import io_utils
-
-from components.modules import features, preprocessing
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEMA_PATH = os.path.join(ROOT, "schemas", "schema.pbtxt")
-PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP"}
-
-
-def image_array(height: int, width: int, seed: int = 0, color=None) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if color is None:
-        return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    base = np.array(color, dtype=np.int16)[None, None, :]
-    noise = rng.integers(-20, 21, size=(height, width, 3))
-    return np.clip(base + noise, 0, 255).astype(np.uint8)
-
-
-def encode(pixels: np.ndarray, image_format: str = "jpeg") -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, PIL_FORMATS[image_format])
-    return buffer.getvalue()
-
-
-def image_bytes(
-    height: int = 48, width: int = 40, image_format: str = "jpeg", seed: int = 0, color=None
-) -> bytes:
-    return encode(image_array(height, width, seed, color), image_format)
-
-
-def raw_schema() -> schema_pb2.Schema:
-    return io_utils.SchemaReader().read(SCHEMA_PATH)
-
-
-def build_transform_output(
-    output_dir: str, image_size: int, backbone: str = "resnet50"
-) -> tft.TFTransformOutput:
-    """Run the real preprocessing_fn through tf.Transform's Beam implementation."""
-    os.makedirs(output_dir, exist_ok=True)
-    metadata = dataset_metadata.DatasetMetadata(raw_schema())
-    rows = [raw_row(image_bytes(seed=i), label=i % 2) for i in range(2)]
-    config = {"image_size": image_size, "backbone": backbone}
-    with tft_beam.Context(temp_dir=tempfile.mkdtemp(dir=output_dir)):
-        transform_fn = (rows, metadata) | tft_beam.AnalyzeDataset(
-            lambda inputs: preprocessing.preprocessing_fn(inputs, config)
-        )
-        _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
-    return tft.TFTransformOutput(output_dir)
-
-
-def raw_row(
-    encoded: bytes,
-    label: int = 0,
-    label_text: str = "a",
-    image_format: str = "jpeg",
-    height: int = 1,
-    width: int = 1,
-) -> dict:
-    return {
-        features.IMAGE_KEY: encoded,
-        features.IMAGE_FORMAT_KEY: image_format.encode(),
-        features.HEIGHT_KEY: height,
-        features.WIDTH_KEY: width,
-        features.LABEL_KEY: label,
-        features.LABEL_TEXT_KEY: label_text.encode(),
-        features.SOURCE_PATH_KEY: b"x.jpg",
-    }
-
-
-def export_test_model(
-    export_dir: str,
-    class_names: tuple[str, ...] = ("hot_dog", "not_hot_dog"),
-    image_size: int = 32,
-    backbone: str = "mobilenet_v2",
-    seed: int = 0,
-) -> str:
-    """A real export (the pipeline's own code) of an untrained model with random weights.
-
-    Small image size and a light backbone keep it to seconds; the SavedModel has the
-    same signatures as the pipeline's pushed model.
-    """
-    from components.modules import backbones, export, model, weights
-
-    os.makedirs(export_dir, exist_ok=True)
-    transform_output = build_transform_output(
-        tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(export_dir))), image_size, backbone
-    )
-    record = weights.resolve_weights(weights.RANDOM, backbones.get_backbone(backbone))
-    network = model.build_model(
-        model.build_backbone(backbone, image_size, record),
-        model.build_head(backbones.get_backbone(backbone).feature_dim, len(class_names), 0.0, seed),
-        image_size,
-    )
-    export.export_serving_model(
-        network,
-        transform_output.transform_features_layer(),
-        list(class_names),
-        {"backbone": backbone, "backbone_weights": record, "image_size": image_size},
-        export_dir,
-    )
-    return export_dir
+from components.samples import (  # noqa: F401 - the tests' names for the package's builders
+    PIL_FORMATS,
+    ROOT,
+    SCHEMA_PATH,
+    encode,
+    image_array,
+    image_bytes,
+    raw_row,
+    raw_schema,
+)
+from components.samples import export_untrained_model as export_test_model  # noqa: F401
+from components.samples import transform_output as build_transform_output  # noqa: F401

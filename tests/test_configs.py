@@ -1,10 +1,13 @@
 """Knobs: defaults, environment overrides, clear errors for bad values."""
 
+import dataclasses
 import os
+import subprocess
+import sys
 
 import pytest
 
-from pipeline.configs import COMMITTED_SCHEMA, PipelineConfig
+from pipeline.configs import COMMITTED_SCHEMA, PipelineConfig, shared_knobs
 
 
 def test_defaults_match_the_documented_ones():
@@ -32,3 +35,33 @@ def test_environment_overrides_with_types():
 def test_bad_values_name_the_knob():
     with pytest.raises(ValueError, match="IMAGE_SIZE='big' is not a valid int"):
         PipelineConfig.from_env({"IMAGE_SIZE": "big"})
+
+
+def test_configs_import_no_tensorflow():
+    """Reading the knobs (the Makefile, the runners' wiring) does not pay TensorFlow's import."""
+    code = (
+        "import sys, pipeline.configs; "
+        "print(sorted(m for m in sys.modules if 'tensorflow' in m))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_default_backbone_is_a_row_of_the_table():
+    from components.modules import backbones
+
+    assert PipelineConfig().backbone in backbones.BACKBONES
+
+
+def test_a_stage_takes_the_knobs_it_shares_by_name():
+    @dataclasses.dataclass(frozen=True)
+    class StageOptions:
+        epochs: int = 1
+        not_a_knob: str = "stage's own"
+
+    config = PipelineConfig.from_env({"EPOCHS": "7"})
+    assert shared_knobs(StageOptions) == ("epochs",)
+    assert config.values_for(StageOptions) == {"epochs": 7}

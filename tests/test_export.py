@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 
 from components.modules import export, features
+from components.modules.examples import make_example
 from tests import factories
 
 CLASS_NAMES = ("cat", "dog", "hot_dog")
@@ -26,10 +26,7 @@ def export_dir(tmp_path_factory) -> str:
 
 
 def example(encoded: bytes) -> bytes:
-    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))
-    return tf.train.Example(
-        features=tf.train.Features(feature={features.IMAGE_KEY: feature})
-    ).SerializeToString()
+    return make_example({features.IMAGE_KEY: encoded}).SerializeToString()
 
 
 def test_serving_default_takes_raw_image_bytes(export_dir):
@@ -63,17 +60,15 @@ def test_tf_example_and_classify_signatures_agree_with_bytes(export_dir):
     expected = by_bytes[features.PROBABILITIES_KEY].numpy()
     np.testing.assert_allclose(by_example[features.PROBABILITIES_KEY].numpy(), expected, atol=1e-6)
     np.testing.assert_allclose(
-        classified[features.CLASSIFY_SCORES_KEY].numpy(), expected, atol=1e-6
+        classified[tf.saved_model.CLASSIFY_OUTPUT_SCORES].numpy(), expected, atol=1e-6
     )
-    assert [c.decode() for c in classified[features.CLASSIFY_CLASSES_KEY].numpy()[0]] == list(
-        CLASS_NAMES
-    )
+    assert [
+        c.decode() for c in classified[tf.saved_model.CLASSIFY_OUTPUT_CLASSES].numpy()[0]
+    ] == list(CLASS_NAMES)
 
 
 def test_classify_signature_is_marked_for_tf_serving(export_dir):
-    saved_model = saved_model_pb2.SavedModel()
-    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
-        saved_model.ParseFromString(f.read())
+    saved_model = tf.__internal__.saved_model.parse_saved_model(export_dir)
     signatures = saved_model.meta_graphs[0].signature_def
     assert signatures[features.CLASSIFY_SIGNATURE].method_name == "tensorflow/serving/classify"
     assert signatures[features.SERVING_SIGNATURE].method_name == "tensorflow/serving/predict"

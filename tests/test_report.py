@@ -24,6 +24,7 @@ import tensorflow as tf
 import websocket
 from ml_metadata import metadata_store
 from tfx.orchestration.metadata import sqlite_metadata_connection_config
+from tfx.utils import path_utils
 
 from components.modules import features
 from components.report import build, rebuild, worst_errors
@@ -129,7 +130,7 @@ def test_the_report_is_built_without_loading_the_model(run, tmp_path):
     execution, artifacts = rebuild.report_execution_inputs(store, context)
     model_copy = tmp_path / "model"
     shutil.copytree(artifacts["model"].uri, model_copy)
-    serving = Path(build.serving_dir(str(model_copy)))
+    serving = Path(path_utils.serving_model_dir(str(model_copy)))
     (serving / "saved_model.pb").unlink()
     shutil.rmtree(serving / "variables")
     inputs = build.ReportInputs(

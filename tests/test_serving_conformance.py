@@ -181,14 +181,10 @@ def test_predict_every_supported_format(client: ServingClient, target: Target, i
 
 
 def test_predict_tf_example_signature(client: ServingClient, target: Target) -> None:
-    import tensorflow as tf
+    from components.modules.examples import make_example
 
     encoded = image(seed=8)
-    example = tf.train.Example(
-        features=tf.train.Features(
-            feature={"image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))}
-        )
-    ).SerializeToString()
+    example = make_example({"image_raw": encoded}).SerializeToString()
     answer = client.predict(instances=[b64(example)], signature_name="serving_tf_example")
     assert answer == client.predict(instances=[b64(encoded)])
 

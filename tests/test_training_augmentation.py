@@ -7,7 +7,6 @@ import logging
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 
 from components.modules import augmentation, backbones, export, model, trainer
 from tests import training_helpers
@@ -48,9 +47,7 @@ def test_augmentation_changes_preprocessed_images_without_clipping_their_range()
 
 
 def _graph_ops(export_dir: str) -> set[str]:
-    saved_model = saved_model_pb2.SavedModel()
-    with open(f"{export_dir}/saved_model.pb", "rb") as f:
-        saved_model.ParseFromString(f.read())
+    saved_model = tf.__internal__.saved_model.parse_saved_model(export_dir)
     ops = set()
     for meta_graph in saved_model.meta_graphs:
         ops |= {node.op for node in meta_graph.graph_def.node}

@@ -1,4 +1,4 @@
-"""Small real inputs for the Trainer tests: raw-example files, a DataAccessor, FnArgs.
+"""Small real inputs for the Trainer tests: raw-example files, datasets, FnArgs.
 
 The Trainer's phases take tf.data datasets, so most tests build them here from two
 colour classes of generated JPEGs; one test per backbone goes through run_fn itself.
@@ -10,12 +10,11 @@ import os
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_transform as tft
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from tfx import v1 as tfx
-from tfx_bsl.public import tfxio
 
-from components.modules import backbones, features, trainer, weights
+from components.modules import features, trainer
+from components.modules.examples import make_example
+from components.samples import data_accessor, random_weights, transform_output
 from tests import factories
 
 COLORS = ((220, 60, 40), (40, 90, 220))  # class 0 warm, class 1 cool
@@ -36,26 +35,8 @@ def write_raw_examples(path: str, images: list[bytes], labels: list[int]) -> str
     with tf.io.TFRecordWriter(path) as writer:
         for encoded, label in zip(images, labels, strict=True):
             row = factories.raw_row(encoded, label=label, label_text=str(label))
-            feature = {}
-            for key, value in row.items():
-                if isinstance(value, bytes):
-                    feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-                else:
-                    feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-            example = tf.train.Example(features=tf.train.Features(feature=feature))
-            writer.write(example.SerializeToString())
+            writer.write(make_example(row).SerializeToString())
     return path
-
-
-def data_accessor() -> tfx.components.DataAccessor:
-    def tf_dataset_factory(file_pattern, options, schema):
-        return tfxio.TFExampleRecord(file_pattern=file_pattern, schema=schema).TensorFlowDataset(
-            options
-        )
-
-    return tfx.components.DataAccessor(
-        tf_dataset_factory=tf_dataset_factory, record_batch_factory=None, data_view_decode_fn=None
-    )
 
 
 def datasets(tmp_dir: str, transform_output, n_train: int, n_eval: int, batch_size: int):
@@ -73,21 +54,6 @@ def datasets(tmp_dir: str, transform_output, n_train: int, n_eval: int, batch_si
         )
 
     return make(train_file), make(eval_file)
-
-
-def transform_output(output_dir: str, image_size: int, backbone: str):
-    """factories.build_transform_output plus the raw metadata, as TFX's Transform writes it
-    (the Trainer reads the raw schema from it)."""
-    factories.build_transform_output(output_dir, image_size, backbone)
-    metadata_io.write_metadata(
-        dataset_metadata.DatasetMetadata(factories.raw_schema()),
-        os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR),
-    )
-    return tft.TFTransformOutput(output_dir)
-
-
-def random_weights(backbone: str) -> dict:
-    return weights.resolve_weights(weights.RANDOM, backbones.get_backbone(backbone))
 
 
 def serve(export_dir: str, images: list[bytes]) -> np.ndarray:

@@ -133,7 +133,6 @@ BACKBONES: dict[str, Backbone] = {
         ),
     )
 }
-DEFAULT_BACKBONE = "resnet50"
 
 
 def get_backbone(name: str) -> Backbone:

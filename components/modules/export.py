@@ -14,11 +14,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 import tf_keras
-from tensorflow.core.protobuf import saved_model_pb2
 
 from components.modules import features, warmup
-
-CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 
 
 class _ServingModule(tf.Module):
@@ -75,11 +72,14 @@ def _signatures(module: _ServingModule) -> dict:
     def serve_tf_example(examples):
         return module.predictions(module.image_bytes_from_examples(examples))
 
-    @tf.function(input_signature=_string_batch(features.CLASSIFY_INPUT_KEY))
+    @tf.function(input_signature=_string_batch(tf.saved_model.CLASSIFY_INPUTS))
     def classify(inputs):
         scores = module.probabilities(module.image_bytes_from_examples(inputs))
         classes = tf.tile(module.class_names[tf.newaxis, :], [tf.shape(scores)[0], 1])
-        return {features.CLASSIFY_CLASSES_KEY: classes, features.CLASSIFY_SCORES_KEY: scores}
+        return {
+            tf.saved_model.CLASSIFY_OUTPUT_CLASSES: classes,
+            tf.saved_model.CLASSIFY_OUTPUT_SCORES: scores,
+        }
 
     return {
         features.SERVING_SIGNATURE: serve_image_bytes,
@@ -92,11 +92,10 @@ def _mark_classify_signature(export_dir: str) -> None:
     """tf.saved_model.save tags every signature 'predict'; TF Serving's Classify API
     only accepts signatures whose method_name is the classify one."""
     path = os.path.join(export_dir, "saved_model.pb")
-    saved_model = saved_model_pb2.SavedModel()
-    with open(path, "rb") as f:
-        saved_model.ParseFromString(f.read())
+    saved_model = tf.__internal__.saved_model.parse_saved_model(export_dir)
     for meta_graph in saved_model.meta_graphs:
-        meta_graph.signature_def[features.CLASSIFY_SIGNATURE].method_name = CLASSIFY_METHOD_NAME
+        classify = meta_graph.signature_def[features.CLASSIFY_SIGNATURE]
+        classify.method_name = tf.saved_model.CLASSIFY_METHOD_NAME
     with open(path, "wb") as f:
         f.write(saved_model.SerializeToString(deterministic=True))
 

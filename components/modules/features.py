@@ -1,9 +1,13 @@
-"""Feature keys and signature names: the one place each name is defined.
+"""Feature keys, signature names and the default backbone: the one place each name is defined.
 
 Ingest writes these keys into tf.Examples, Transform reads and writes them, the
 Trainer and the export signatures use them, and the Evaluator is configured with
-them. Everything else imports from here so a rename is a one-line change.
+them. Everything else imports from here so a rename is a one-line change. No TensorFlow
+here: pipeline/configs.py imports this module and must stay free of it.
 """
+
+# The BACKBONE knob's default: a row of the table in components/modules/backbones.py.
+DEFAULT_BACKBONE = "resnet50"
 
 # Raw tf.Example features written by ingest (components/ingest.py).
 IMAGE_KEY = "image_raw"  # the original encoded file bytes, never re-encoded
@@ -26,12 +30,11 @@ TF_EXAMPLE_SIGNATURE = "serving_tf_example"  # serialized tf.Example in (Evaluat
 CLASSIFY_SIGNATURE = "classify"  # TF Serving's Classify API (tf.Example in)
 SERVING_INPUT_KEY = "image_bytes"  # TF Serving's REST maps {"b64": ...} onto a DT_STRING input
 TF_EXAMPLE_INPUT_KEY = "examples"
-CLASSIFY_INPUT_KEY = "inputs"  # the names TF Serving's Classify API requires
-CLASSIFY_CLASSES_KEY = "classes"
-CLASSIFY_SCORES_KEY = "scores"
 PROBABILITIES_KEY = "probabilities"
 CLASS_INDEX_KEY = "class_index"
 CLASS_NAME_KEY = "class_name"
 
-# Written next to the SavedModel's variables; TF Serving ignores assets.extra.
-TRAINING_METADATA_FILE = "assets.extra/training_metadata.json"
+# A SavedModel's folder for files beside the model, which TF Serving ignores (except its
+# warm-up requests): the training metadata and, copied by the Pusher, the model card.
+ASSETS_EXTRA_DIR = "assets.extra"
+TRAINING_METADATA_FILE = ASSETS_EXTRA_DIR + "/training_metadata.json"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from components.modules import features
-from components.modules.backbones import DEFAULT_BACKBONE, get_backbone
+from components.modules.backbones import get_backbone
 
 DEFAULT_IMAGE_SIZE = 224
 
@@ -73,7 +73,7 @@ def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
     """tf.Transform entry point; `custom_config` carries image_size and backbone."""
     config = custom_config or {}
     image_size = int(config.get("image_size", DEFAULT_IMAGE_SIZE))
-    backbone = config.get("backbone", DEFAULT_BACKBONE)
+    backbone = config.get("backbone", features.DEFAULT_BACKBONE)
     return {
         features.TRANSFORMED_IMAGE_KEY: preprocess_images(
             inputs[features.IMAGE_KEY], image_size, backbone

@@ -10,16 +10,15 @@ tf.function is traced and its kernels are warm.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
+from tfx.utils import path_utils
 
 from components.modules import features
 from components.modules.atomic_files import write_atomically
+from components.modules.examples import make_example
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 BATCH_SIZES = (1, 8)
 
 
@@ -34,16 +33,6 @@ def _images(count: int) -> list[bytes]:
     return images
 
 
-def _example(image: bytes) -> tf.train.Example:
-    return tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))
-            }
-        )
-    )
-
-
 def warmup_logs() -> list[prediction_log_pb2.PredictionLog]:
     """Predict (image bytes and tf.Example signatures) and Classify, at each batch size."""
     logs = []
@@ -54,22 +43,23 @@ def warmup_logs() -> list[prediction_log_pb2.PredictionLog]:
         predict.inputs[features.SERVING_INPUT_KEY].CopyFrom(tf.make_tensor_proto(images))
         logs.append(prediction_log_pb2.PredictionLog(predict_log={"request": predict}))
 
-        examples = [_example(image).SerializeToString() for image in images]
+        examples = [make_example({features.IMAGE_KEY: image}) for image in images]
+        serialized = [example.SerializeToString() for example in examples]
         by_example = predict_pb2.PredictRequest()
         by_example.model_spec.signature_name = features.TF_EXAMPLE_SIGNATURE
-        by_example.inputs[features.TF_EXAMPLE_INPUT_KEY].CopyFrom(tf.make_tensor_proto(examples))
+        by_example.inputs[features.TF_EXAMPLE_INPUT_KEY].CopyFrom(tf.make_tensor_proto(serialized))
         logs.append(prediction_log_pb2.PredictionLog(predict_log={"request": by_example}))
 
         classify = classification_pb2.ClassificationRequest()
         classify.model_spec.signature_name = features.CLASSIFY_SIGNATURE
-        classify.input.example_list.examples.extend(_example(image) for image in images)
+        classify.input.example_list.examples.extend(examples)
         logs.append(prediction_log_pb2.PredictionLog(classify_log={"request": classify}))
     return logs
 
 
 def write_warmup_requests(export_dir: str) -> str:
     """Write the warm-up file into export_dir (written whole to a temporary name, then renamed)."""
-    path = os.path.join(export_dir, WARMUP_FILE)
+    path = path_utils.warmup_file_path(export_dir)  # TFX's name for TF Serving's file
 
     def write(tmp: str) -> None:
         with tf.io.TFRecordWriter(tmp) as writer:

@@ -25,6 +25,7 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from PIL import Image
 from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx.utils import path_utils
 
 from components.modules import export, features
 from components.report import gate, plots, worst_errors
@@ -47,10 +48,6 @@ class ReportInputs:
     eval_split: str
     anomalies_uri: str | None  # ExampleAnomalies
     ingest_report: dict  # ingest's report: counts per split and class, skipped files
-
-
-def serving_dir(model_uri: str) -> str:
-    return os.path.join(model_uri, "Format-Serving")
 
 
 def eval_records(examples_uri: str, split: str) -> list[bytes]:
@@ -224,7 +221,7 @@ def read_anomalies(anomalies_uri: str | None) -> dict[str, list[dict]]:
 
 def build_report_data(inputs: ReportInputs) -> tuple[dict, dict[str, bytes]]:
     """(report.json content, {figure name: PNG bytes})."""
-    metadata = export.read_training_metadata(serving_dir(inputs.model_uri))
+    metadata = export.read_training_metadata(path_utils.serving_model_dir(inputs.model_uri))
     class_names = list(metadata["class_names"])
     decision = gate.read_gate(inputs.evaluation_uri)
     counts = tfma_confusion_matrix(inputs.evaluation_uri, len(class_names))

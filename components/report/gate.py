@@ -142,6 +142,64 @@ def _bounds(config: tfma.EvalConfig, candidate: str) -> dict[str, list[float]]:
     return bounds
 
 
+def _accuracy_rule(failed: set[str], accuracy: float, bound: float) -> Rule:
+    return Rule(
+        eval_config.RULE_ACCURACY,
+        True,
+        eval_config.RULE_ACCURACY not in failed,
+        accuracy,
+        bound,
+        f"accuracy {accuracy:.4f} >= ACCURACY_THRESHOLD {bound:g}",
+    )
+
+
+def _majority_rule(failed: set[str], applied: bool, accuracy: float, majority_rate: float) -> Rule:
+    return Rule(
+        eval_config.RULE_MAJORITY,
+        applied,
+        eval_config.RULE_MAJORITY not in failed,
+        accuracy,
+        majority_rate,
+        f"accuracy {accuracy:.4f} > majority-class rate {majority_rate:.4f}"
+        + ("" if applied else " (not applied: BEAT_MAJORITY_CLASS=false)"),
+    )
+
+
+def _class_recall_rule(failed: set[str], class_recall: dict, floor: float) -> Rule:
+    worst = min(class_recall, key=lambda name: class_recall[name].value) if class_recall else ""
+    worst_value = class_recall[worst].value if worst else float("nan")
+    return Rule(
+        eval_config.RULE_CLASS_RECALL,
+        True,
+        eval_config.RULE_CLASS_RECALL not in failed,
+        worst_value,
+        floor,
+        f"lowest class recall {worst_value:.4f} ({worst}) >= MIN_CLASS_RECALL {floor:g}",
+    )
+
+
+def _baseline_rule(failed: set[str], difference, max_drops: list[float]) -> Rule:
+    if difference is None or not max_drops:
+        return Rule(
+            eval_config.RULE_BASELINE,
+            False,
+            True,
+            None,
+            None,
+            "no blessed baseline model yet: nothing to compare with",
+        )
+    max_drop = max(max_drops)
+    return Rule(
+        eval_config.RULE_BASELINE,
+        True,
+        eval_config.RULE_BASELINE not in failed,
+        difference.upper,
+        -max_drop,
+        f"upper end of the 95% CI of (candidate - baseline) accuracy "
+        f"{difference.upper:+.4f} >= -ACCURACY_MAX_DROP {-max_drop:+g}",
+    )
+
+
 def read_gate(evaluation_uri: str) -> GateDecision:
     """The decision recorded in a ModelEvaluation artifact (the Evaluator's output)."""
     config = eval_config_writer.load_eval_run(evaluation_uri)[0]
@@ -165,67 +223,13 @@ def read_gate(evaluation_uri: str) -> GateDecision:
 
     rules = []
     if bounds["overall"]:
-        bound = max(bounds["overall"])
-        rules.append(
-            Rule(
-                eval_config.RULE_ACCURACY,
-                True,
-                eval_config.RULE_ACCURACY not in failed,
-                candidate_accuracy.value,
-                bound,
-                f"accuracy {candidate_accuracy.value:.4f} >= ACCURACY_THRESHOLD {bound:g}",
-            )
-        )
-    majority_applied = bool(bounds["majority"])
+        rules.append(_accuracy_rule(failed, candidate_accuracy.value, max(bounds["overall"])))
     rules.append(
-        Rule(
-            eval_config.RULE_MAJORITY,
-            majority_applied,
-            eval_config.RULE_MAJORITY not in failed,
-            candidate_accuracy.value,
-            majority_rate,
-            f"accuracy {candidate_accuracy.value:.4f} > majority-class rate {majority_rate:.4f}"
-            + ("" if majority_applied else " (not applied: BEAT_MAJORITY_CLASS=false)"),
-        )
+        _majority_rule(failed, bool(bounds["majority"]), candidate_accuracy.value, majority_rate)
     )
     if bounds["per_class"]:
-        floor = max(bounds["per_class"])
-        worst = min(class_recall, key=lambda name: class_recall[name].value) if classes else ""
-        worst_value = class_recall[worst].value if worst else float("nan")
-        rules.append(
-            Rule(
-                eval_config.RULE_CLASS_RECALL,
-                True,
-                eval_config.RULE_CLASS_RECALL not in failed,
-                worst_value,
-                floor,
-                f"lowest class recall {worst_value:.4f} ({worst}) >= MIN_CLASS_RECALL {floor:g}",
-            )
-        )
-    if difference is not None and bounds["max_drop"]:
-        max_drop = max(bounds["max_drop"])
-        rules.append(
-            Rule(
-                eval_config.RULE_BASELINE,
-                True,
-                eval_config.RULE_BASELINE not in failed,
-                difference.upper,
-                -max_drop,
-                f"upper end of the 95% CI of (candidate - baseline) accuracy "
-                f"{difference.upper:+.4f} >= -ACCURACY_MAX_DROP {-max_drop:+g}",
-            )
-        )
-    else:
-        rules.append(
-            Rule(
-                eval_config.RULE_BASELINE,
-                False,
-                True,
-                None,
-                None,
-                "no blessed baseline model yet: nothing to compare with",
-            )
-        )
+        rules.append(_class_recall_rule(failed, class_recall, max(bounds["per_class"])))
+    rules.append(_baseline_rule(failed, difference, bounds["max_drop"]))
     for name in sorted(failed - {r.name for r in rules}):
         rules.append(Rule(name, True, False, None, None, "TFMA's validation failed"))
     return GateDecision(
