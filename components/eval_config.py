@@ -36,6 +36,7 @@ from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.utils import math_util
 
 from components.modules import features
+from components.report import worst_errors
 
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 DIFF_UPPER_BOUND_METRIC = "accuracy_diff_ci_upper"
@@ -248,6 +249,10 @@ def build_eval_config(num_classes: int, gate: GateSettings) -> tfma.EvalConfig:
                         class_name=CONFUSION_MATRIX_PLOT, config='{"thresholds": [0.0]}'
                     ),
                     *majority_metrics,
+                    # The report's most confident mistakes, from this same pass.
+                    tfma.MetricConfig(
+                        class_name=worst_errors.WorstErrors.__name__, module=worst_errors.__name__
+                    ),
                 ]
             ),
             # One-vs-rest per class, macro-averaged: AUC, precision and recall are

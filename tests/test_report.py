@@ -22,9 +22,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import websocket
+from ml_metadata import metadata_store
+from tfx.orchestration.metadata import sqlite_metadata_connection_config
+from tfx.utils import path_utils
 
 from components.modules import features
-from components.report import build, rebuild
+from components.report import build, rebuild, worst_errors
 from tests import report_fixture
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -74,6 +77,7 @@ def test_confusion_matrix_matches_the_pushed_models_own_predictions(run):
         **{features.TF_EXAMPLE_INPUT_KEY: tf.constant(records)}
     )
     predicted = answers[features.CLASS_INDEX_KEY].numpy()
+    probabilities = answers[features.PROBABILITIES_KEY].numpy()
     labels = np.array(
         [
             tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0]
@@ -91,7 +95,58 @@ def test_confusion_matrix_matches_the_pushed_models_own_predictions(run):
     assert data["confusion_matrix"]["counts"] == expected
     assert len(records) == 2 * report_fixture.EVAL_PER_CLASS
     wrong = int(np.sum(labels != predicted))
-    assert len(data["worst_errors"]) == min(wrong, build.WORST_ERRORS)
+    assert len(data["worst_errors"]) == min(wrong, worst_errors.WORST_ERRORS)
+    # The listed errors are exactly the K most confident wrong predictions of that model
+    # (computed by the Evaluator's metric, not by the report running the model).
+    assert wrong > 0  # the random-weights model does make mistakes here
+    paths = [
+        tf.train.Example.FromString(r).features.feature["source_path"].bytes_list.value[0].decode()
+        for r in records
+    ]
+    mistakes = {
+        paths[i]: (
+            run.class_names[labels[i]],
+            run.class_names[predicted[i]],
+            float(probabilities[i, predicted[i]]),
+        )
+        for i in np.flatnonzero(labels != predicted)
+    }
+    listed = data["worst_errors"]
+    for error in listed:
+        true, pred, confidence = mistakes[error["path"]]
+        assert (error["true_class"], error["predicted_class"]) == (true, pred)
+        assert error["confidence"] == pytest.approx(confidence, abs=1e-4)
+    expected = sorted((c for *_, c in mistakes.values()), reverse=True)[: len(listed)]
+    assert [e["confidence"] for e in listed] == pytest.approx(expected, abs=1e-4)
+    unlisted = set(mistakes) - {e["path"] for e in listed}
+    assert all(mistakes[p][2] <= listed[-1]["confidence"] + 1e-4 for p in unlisted)
+
+
+def test_the_report_is_built_without_loading_the_model(run, tmp_path):
+    """No SavedModel in the model artifact (only its training metadata): the report is
+    built all the same, worst errors included."""
+    store = metadata_store.MetadataStore(sqlite_metadata_connection_config(run.metadata_path))
+    context = store.get_context_by_type_and_name("pipeline_run", run.run_id)
+    execution, artifacts = rebuild.report_execution_inputs(store, context)
+    model_copy = tmp_path / "model"
+    shutil.copytree(artifacts["model"].uri, model_copy)
+    serving = Path(path_utils.serving_model_dir(str(model_copy)))
+    (serving / "saved_model.pb").unlink()
+    shutil.rmtree(serving / "variables")
+    inputs = build.ReportInputs(
+        pipeline_run=run.run_id,
+        evaluation_uri=artifacts["evaluation"].uri,
+        model_uri=str(model_copy),
+        examples_uri=artifacts["examples"].uri,
+        eval_split="eval",
+        anomalies_uri=artifacts["anomalies"].uri,
+        ingest_report={},
+    )
+    data, figures = build.build_report_data(inputs)
+    original = report_fixture.report_json(run)
+    assert data["worst_errors"] == original["worst_errors"] and data["worst_errors"]
+    assert data["confusion_matrix"] == original["confusion_matrix"]
+    assert "confusion_matrix" in figures
 
 
 def test_make_report_rebuilds_a_past_run_from_ml_metadata(run, tmp_path):
@@ -112,6 +167,18 @@ def test_make_report_rebuilds_a_past_run_from_ml_metadata(run, tmp_path):
     assert rebuilt["blessing"] == original["blessing"]
     with pytest.raises(rebuild.RunNotFound, match="no run 'nope'"):
         rebuild.rebuild(run.metadata_path, run.pipeline_name, "nope", str(output), "m")
+
+
+def test_a_run_evaluated_without_the_worst_errors_metric_says_so(run):
+    """`make report` on a run whose Evaluator predates the worst_errors metric: no list
+    (the report runs no model to make one), and the page says why."""
+    data = report_fixture.report_json(run)
+    assert data["worst_errors"]
+    figures = {"confusion_matrix": b"png", "per_class": b"png"}
+    assert "most confident wrong answers" in build.render_html(data, figures)
+    page = build.render_html({**data, "worst_errors": None}, figures)
+    assert "Not recorded: this run's Evaluator predates the worst_errors metric" in page
+    assert "data:image/jpeg" not in page
 
 
 class _Page:

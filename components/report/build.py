@@ -2,9 +2,11 @@
 
 Built from the Evaluator's output (TFMA's metrics with intervals, its plot metrics
 MultiClassConfusionMatrixPlot, ConfusionMatrixPlot per class, CalibrationPlot, and the
-validation result behind the blessing), the candidate model itself (its most confident
-mistakes on the eval split, and its training metadata: backbone, weights and their
-SHA-256, input size), ExampleValidator's anomalies and ingest's report. The same
+validation result behind the blessing, and the candidate's most confident mistakes,
+a metric of the same pass: components/report/worst_errors.py), the candidate's training
+metadata (backbone, weights and their SHA-256, input size: a JSON file beside the
+SavedModel; the report loads and runs no model), the eval records (only to make
+thumbnails of those mistakes), ExampleValidator's anomalies and ingest's report. The same
 function runs inside the pipeline (components/report/component.py) and for any past
 run from ML Metadata (components/report/rebuild.py).
 """
@@ -19,7 +21,6 @@ import io
 import json
 import os
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from PIL import Image
@@ -27,15 +28,13 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.utils import path_utils
 
 from components.modules import features, training_metadata
-from components.report import gate, plots
+from components.report import gate, plots, worst_errors
 
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
 MODEL_CARD_HTML = "model_card.html"
 MODEL_CARD_JSON = "model_card.json"
-WORST_ERRORS = 12
 THUMBNAIL_PX = 96
-PREDICT_BATCH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,18 +60,6 @@ def eval_records(examples_uri: str, split: str) -> list[bytes]:
     return [record.numpy() for record in dataset]
 
 
-def predict(model_dir: str, records: list[bytes]) -> np.ndarray:
-    """Class probabilities of the exported model for serialized tf.Examples."""
-    signature = tf.saved_model.load(model_dir).signatures[features.TF_EXAMPLE_SIGNATURE]
-    batches = [
-        signature(**{features.TF_EXAMPLE_INPUT_KEY: tf.constant(records[i : i + PREDICT_BATCH])})[
-            features.PROBABILITIES_KEY
-        ].numpy()
-        for i in range(0, len(records), PREDICT_BATCH)
-    ]
-    return np.concatenate(batches) if batches else np.zeros((0, 0))
-
-
 def _parse(record: bytes) -> dict:
     feature = tf.train.Example.FromString(record).features.feature
     return {
@@ -90,28 +77,46 @@ def _thumbnail(encoded: bytes) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def worst_errors(records: list[bytes], probabilities: np.ndarray, class_names: list[str]):
-    """The most confident wrong answers, most confident first."""
-    parsed = [_parse(r) for r in records]
-    predicted = probabilities.argmax(axis=1)
-    wrong = [i for i, p in enumerate(parsed) if predicted[i] != p["label"]]
-    wrong.sort(key=lambda i: -probabilities[i, predicted[i]])
+def worst_errors_entries(
+    records: list[bytes], errors: list[worst_errors.WorstError] | None, class_names: list[str]
+) -> list[dict] | None:
+    """The Evaluator's most confident mistakes (most confident first) with their photos'
+    thumbnails; None when the Evaluator did not record them."""
+    if errors is None:
+        return None
+    wanted = {e.source_path for e in errors}
+    photos = {}
+    for record in records:
+        parsed = _parse(record)
+        if parsed["path"] in wanted:
+            photos[parsed["path"]] = parsed["image"]
+    missing = sorted(wanted - set(photos))
+    if missing:
+        raise ValueError(
+            f"the Evaluator's worst errors name examples missing from the eval records: "
+            f"{missing[:3]} (were the Evaluator and the report given different Examples?)"
+        )
     return [
         {
-            "path": parsed[i]["path"],
-            "true_class": class_names[parsed[i]["label"]],
-            "predicted_class": class_names[predicted[i]],
-            "confidence": round(float(probabilities[i, predicted[i]]), 4),
-            "thumbnail_jpeg_base64": _thumbnail(parsed[i]["image"]),
+            "path": e.source_path,
+            "true_class": class_names[e.label],
+            "predicted_class": class_names[e.predicted],
+            "confidence": round(e.confidence, 4),
+            "thumbnail_jpeg_base64": _thumbnail(photos[e.source_path]),
         }
-        for i in wrong[:WORST_ERRORS]
+        for e in errors[: worst_errors.WORST_ERRORS]
     ]
+
+
+def candidate_model(evaluation_uri: str) -> str:
+    """The candidate's model name in an Evaluator output ("" when there is no baseline)."""
+    config = tfma.writers.eval_config_writer.load_eval_run(evaluation_uri)[0]
+    return next((s.name for s in config.model_specs if not s.is_baseline), "")
 
 
 def _candidate_plots(evaluation_uri: str) -> dict:
     """Overall-slice plots of the candidate model: {(plot name, class id or None): PlotData}."""
-    config = tfma.writers.eval_config_writer.load_eval_run(evaluation_uri)[0]
-    candidate = next((s.name for s in config.model_specs if not s.is_baseline), "")
+    candidate = candidate_model(evaluation_uri)
     found = {}
     for plots_for_slice in tfma.load_plots(evaluation_uri):
         if plots_for_slice.slice_key.single_slice_keys:
@@ -179,8 +184,7 @@ def _curves(found: dict, class_names: list[str]) -> tuple[dict, dict]:
 def _metrics_table(evaluation_uri: str) -> dict:
     """{metric: {candidate, baseline, difference}} for the overall slice, each an
     Interval as a dict (value and 95 % bounds) or None."""
-    config = tfma.writers.eval_config_writer.load_eval_run(evaluation_uri)[0]
-    candidate = next((s.name for s in config.model_specs if not s.is_baseline), "")
+    candidate = candidate_model(evaluation_uri)
     overall = gate.read_metrics(evaluation_uri).get(gate.OVERALL, {})
     names = sorted({name for (name, model, _diff) in overall if model == candidate})
     table = {}
@@ -233,7 +237,6 @@ def build_report_data(inputs: ReportInputs) -> tuple[dict, dict[str, bytes]]:
     }
     roc, calibration = _curves(_candidate_plots(inputs.evaluation_uri), class_names)
     records = eval_records(inputs.examples_uri, inputs.eval_split)
-    probabilities = predict(path_utils.serving_model_dir(inputs.model_uri), records)
     ingest = inputs.ingest_report
     data = {
         "pipeline_run": inputs.pipeline_run,
@@ -253,7 +256,11 @@ def build_report_data(inputs: ReportInputs) -> tuple[dict, dict[str, bytes]]:
         },
         "roc_pr": roc,
         "calibration": calibration,
-        "worst_errors": worst_errors(records, probabilities, class_names),
+        "worst_errors": worst_errors_entries(
+            records,
+            worst_errors.read(inputs.evaluation_uri, candidate_model(inputs.evaluation_uri)),
+            class_names,
+        ),
         "data": {
             "counts": ingest.get("counts", {}),
             "skipped": ingest.get("skipped", []),
@@ -365,11 +372,18 @@ def render_html(data: dict, figures: dict[str, bytes]) -> str:
     for key, alt in (("roc", "ROC curves"), ("pr", "PR curves"), ("calibration", "calibration")):
         if key in figures:
             parts.append(_img(figures[key], alt))
-    parts.append(
-        f"<h2>Worst errors</h2><p>The {len(data['worst_errors'])} most confident "
-        "wrong answers on the eval split.</p><div class='errors'>"
-    )
-    for error in data["worst_errors"]:
+    if data["worst_errors"] is None:
+        parts.append(
+            "<h2>Worst errors</h2><p>Not recorded: this run's Evaluator predates the "
+            f"{worst_errors.WORST_ERRORS_METRIC} metric.</p><div class='errors'>"
+        )
+    else:
+        parts.append(
+            f"<h2>Worst errors</h2><p>The {len(data['worst_errors'])} most confident "
+            "wrong answers on the eval split (from the Evaluator's pass).</p>"
+            "<div class='errors'>"
+        )
+    for error in data["worst_errors"] or []:
         parts.append(
             f"<figure><img alt='{e(error['path'])}' src='data:image/jpeg;base64,"
             f"{error['thumbnail_jpeg_base64']}'><figcaption>true <b>{e(error['true_class'])}</b>"
