@@ -12,6 +12,7 @@ import shlex
 from collections.abc import Mapping
 
 from components.modules.features import DEFAULT_BACKBONE
+from components.modules.options import TrainingOptions, TuningOptions
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
@@ -29,6 +30,8 @@ DEFAULT_BEAM_PIPELINE_ARGS = (
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
+    # The knobs the Trainer and the Tuner share take their defaults from those stages'
+    # options (components/modules/options.py): each default is written once.
     # Input and output.
     images: str = ""  # image folder; empty = generate the demo dataset under OUTPUT
     output: str = "output"  # everything a run writes lives under here
@@ -43,30 +46,39 @@ class PipelineConfig:
     image_size: int = 224
     backbone: str = DEFAULT_BACKBONE
     backbone_weights: str = "imagenet"  # imagenet | path to a Keras weights file | random
-    epochs: int = 5
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    dropout: float = 0.2
-    seed: int = 42
+    epochs: int = TrainingOptions.epochs
+    batch_size: int = TrainingOptions.batch_size
+    learning_rate: float = TrainingOptions.learning_rate
+    dropout: float = TrainingOptions.dropout
+    seed: int = TrainingOptions.seed
     # Training phases (components/modules/trainer.py).
-    cache_features: bool = True  # frozen phase trains the head on features computed once
-    cache_memory_mb: int = 1024  # RAM for cached features; beyond it they spill to a temp file
-    augmentation: str = ""  # train-only: e.g. flip,rotation,zoom,contrast; disables the cache
-    fine_tune_blocks: int = 0  # top backbone blocks to fine-tune; batch norm stays frozen
-    fine_tune_epochs: int = 0  # epochs of fine-tuning after the frozen phase; 0 = none
-    fine_tune_learning_rate: float = 1e-5  # Adam learning rate of the fine-tuning phase
-    class_weights: bool = False  # weight the loss by inverse training-class frequency
-    early_stopping_patience: int = 0  # 0 = off; else stop on eval loss, restore the best weights
-    label_smoothing: float = 0.0  # 0 = plain cross-entropy
-    backbone_dtype: str = "float32"  # float32 | bfloat16: compute dtype of the cached features
+    # frozen phase trains the head on features computed once
+    cache_features: bool = TrainingOptions.cache_features
+    # RAM for cached features; beyond it they spill to a temp file
+    cache_memory_mb: int = TrainingOptions.cache_memory_mb
+    # train-only: e.g. flip,rotation,zoom,contrast; disables the cache
+    augmentation: str = TrainingOptions.augmentation
+    # top backbone blocks to fine-tune; batch norm stays frozen
+    fine_tune_blocks: int = TrainingOptions.fine_tune_blocks
+    # epochs of fine-tuning after the frozen phase; 0 = none
+    fine_tune_epochs: int = TrainingOptions.fine_tune_epochs
+    # Adam learning rate of the fine-tuning phase
+    fine_tune_learning_rate: float = TrainingOptions.fine_tune_learning_rate
+    # weight the loss by inverse training-class frequency
+    class_weights: bool = TrainingOptions.class_weights
+    # 0 = off; else stop on eval loss, restore the best weights
+    early_stopping_patience: int = TrainingOptions.early_stopping_patience
+    label_smoothing: float = TrainingOptions.label_smoothing  # 0 = plain cross-entropy
+    # float32 | bfloat16: compute dtype of the cached features
+    backbone_dtype: str = TrainingOptions.backbone_dtype
     # Tuning (components/modules/tuner.py): TUNE=true adds TFX's Tuner before the Trainer;
     # its search runs on the cached features and the Trainer takes the best values.
     tune: bool = False
-    tune_trials: int = 20  # trial budget (random search)
-    tune_learning_rates: str = "0.0003,0.001,0.003,0.01"  # values tried, comma-separated
-    tune_dropouts: str = "0.0,0.2,0.5"
-    tune_epochs: str = "3,5,10"
-    tune_label_smoothings: str = "0.0,0.1"
+    tune_trials: int = TuningOptions.tune_trials  # trial budget (random search)
+    tune_learning_rates: str = TuningOptions.tune_learning_rates  # values tried, comma-separated
+    tune_dropouts: str = TuningOptions.tune_dropouts
+    tune_epochs: str = TuningOptions.tune_epochs
+    tune_label_smoothings: str = TuningOptions.tune_label_smoothings
     # Data validation (components/anomaly_gate.py).
     anomalies: str = "block"  # ExampleValidator anomalies: block = stop the run, warn = log, go on
     # Evaluation and blessing (components/eval_config.py; the rule is in the README).

@@ -20,8 +20,7 @@ from components.anomaly_gate import AnomalyGate, check_mode
 from components.eval_config import GateSettings, build_eval_config
 from components.image_example_gen import ImageExampleGen
 from components.modules import ingest_report
-from components.modules.trainer import TrainingOptions
-from components.modules.tuner import TuningOptions
+from components.modules.options import TrainingOptions, TuningOptions
 from components.modules.weights import WeightsRecord
 from components.report.component import EvaluationReport
 from pipeline.configs import MODULES_DIR, PipelineConfig, shared_knobs

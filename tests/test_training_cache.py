@@ -110,9 +110,9 @@ def test_feature_cache_spills_to_disk_past_the_budget_with_identical_content(set
 
 
 def test_caching_is_a_knob_and_defaults_on():
-    assert trainer.TrainingOptions().uses_cache
-    assert not trainer.TrainingOptions(cache_features=False).uses_cache
-    assert not trainer.TrainingOptions(augmentation="flip").uses_cache
+    assert trainer.uses_cache(trainer.TrainingOptions())
+    assert not trainer.uses_cache(trainer.TrainingOptions(cache_features=False))
+    assert not trainer.uses_cache(trainer.TrainingOptions(augmentation="flip"))
     options = trainer.TrainingOptions.from_config(
         {"cache_features": False, "class_counts": [3, 4], "unrelated": 1, "epochs": None}
     )

@@ -8,11 +8,12 @@ import tensorflow as tf
 import tf_keras
 
 from components.modules import model, trainer
+from components.modules.options import class_weights_from_counts
 
 
 def test_class_weights_are_inverse_frequency():
-    assert trainer.class_weights_from_counts([30, 10]) == {0: 40 / 60, 1: 2.0}
-    assert trainer.class_weights_from_counts([5, 5, 0]) == {0: 1.0, 1: 1.0, 2: 0.0}
+    assert class_weights_from_counts([30, 10]) == {0: 40 / 60, 1: 2.0}
+    assert class_weights_from_counts([5, 5, 0]) == {0: 1.0, 1: 1.0, 2: 0.0}
     options = trainer.TrainingOptions(class_weights=True, class_counts=(30, 10))
     assert options.class_weight(2) == {0: 40 / 60, 1: 2.0}
     assert trainer.TrainingOptions(class_counts=(30, 10)).class_weight(2) is None
@@ -41,7 +42,7 @@ def test_class_weights_reach_the_loss():
         weighted, dataset, dataset, options, learning_rate=1e-2, initial_epoch=0, epochs=2
     )
 
-    weights = trainer.class_weights_from_counts(counts)
+    weights = class_weights_from_counts(counts)
     sample_weights = np.array([weights[int(y)] for y in labels], np.float32)
     manual = model.build_head(8, 2, 0.0, 3)
     model.compile_model(manual, 1e-2)

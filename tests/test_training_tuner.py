@@ -7,6 +7,7 @@ import keras_tuner
 import pytest
 
 from components.modules import trainer, training_metadata, tuner
+from components.modules.options import TUNED_HYPERPARAMETERS
 from tests import training_helpers
 
 IMAGE_SIZE = 32
@@ -18,11 +19,11 @@ def test_the_search_space_and_budget_come_from_the_knobs():
         {"tune_trials": 7, "tune_epochs": "2, 4", "tune_dropouts": "0.1", "epochs": 9}
     )
     assert options.tune_trials == 7
-    space = options.search_space()
-    assert {hp.name for hp in space.space} == set(trainer.TUNED_HYPERPARAMETERS)
+    space = tuner.search_space(options)
+    assert {hp.name for hp in space.space} == set(TUNED_HYPERPARAMETERS)
     assert space.get("epochs") == 2 and {v for v in space._hps["epochs"][0].values} == {2, 4}
     with pytest.raises(ValueError, match="empty"):
-        tuner.TuningOptions(tune_dropouts=" , ").search_space()
+        tuner.search_space(tuner.TuningOptions(tune_dropouts=" , "))
 
 
 def test_the_trainer_takes_the_tuned_values_and_nothing_else():

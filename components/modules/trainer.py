@@ -26,7 +26,7 @@ import os
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -36,79 +36,14 @@ from tfx_bsl.public import tfxio
 
 from components.modules import augmentation, export, feature_cache, features, ingest_report, model
 from components.modules.backbones import get_backbone
+from components.modules.options import TrainingOptions
 from components.modules.weights import WeightsRecord, log_loud_warning, weights_digest
 
-# Head knobs the Tuner searches (components/modules/tuner.py); the Trainer takes its best
-# values for these names from TFX's `hyperparameters` channel.
-TUNED_HYPERPARAMETERS = ("learning_rate", "dropout", "epochs", "label_smoothing")
-BACKBONE_DTYPES = ("float32", "bfloat16")
 
-
-@dataclasses.dataclass(frozen=True)
-class TrainingOptions:
-    """The Trainer's knobs (custom_config); defaults keep the seed's behaviour."""
-
-    epochs: int = 5
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    dropout: float = 0.2
-    seed: int = 42
-    cache_features: bool = True  # frozen phase on cached backbone features
-    cache_memory_mb: int = 1024  # feature cache held in RAM up to this, else spilled to disk
-    augmentation: str = ""  # e.g. "flip,rotation,zoom,contrast"; train data only
-    fine_tune_blocks: int = 0  # top backbone blocks unfrozen in the fine-tuning phase
-    fine_tune_epochs: int = 0  # 0 = no fine-tuning phase
-    fine_tune_learning_rate: float = 1e-5
-    class_weights: bool = False  # weight the loss by inverse training class frequency
-    class_counts: tuple[int, ...] = ()  # training examples per class (for class_weights)
-    early_stopping_patience: int = 0  # 0 = off; else stop on val_loss, restore best weights
-    label_smoothing: float = 0.0
-    backbone_dtype: str = "float32"  # compute dtype of the cached backbone pass (bfloat16)
-    feature_cache_dir: str = ""  # where features persist across runs; "" = scratch, per run
-    shuffle: bool = True  # shuffle the training data (tests turn it off to compare paths)
-
-    @classmethod
-    def from_config(cls, config: Mapping) -> TrainingOptions:
-        names = {field.name for field in dataclasses.fields(cls)}
-        values = {k: v for k, v in config.items() if k in names and v is not None}
-        if "class_counts" in values:
-            values["class_counts"] = tuple(int(c) for c in values["class_counts"])
-        return cls(**values)
-
-    def with_hyperparameters(self, values: Mapping | None) -> TrainingOptions:
-        """These options with the Tuner's best values (FnArgs.hyperparameters["values"])."""
-        if not values:
-            return self
-        names = {field.name for field in dataclasses.fields(self)} & set(TUNED_HYPERPARAMETERS)
-        return dataclasses.replace(self, **{k: v for k, v in values.items() if k in names})
-
-    @property
-    def uses_cache(self) -> bool:
-        return self.cache_features and not augmentation.parse(self.augmentation)
-
-    def class_weight(self, num_classes: int) -> dict[int, float] | None:
-        if not self.class_weights:
-            return None
-        if len(self.class_counts) != num_classes:
-            raise ValueError(
-                f"CLASS_WEIGHTS needs class_counts for {num_classes} classes, "
-                f"got {list(self.class_counts)}."
-            )
-        return class_weights_from_counts(self.class_counts)
-
-
-def class_weights_from_counts(counts: Sequence[int]) -> dict[int, float]:
-    """Inverse-frequency ("balanced") weights: total / (classes * count).
-
-    A balanced dataset gets weight 1 everywhere; a class with half the average count
-    gets 2, so every class contributes equally to the loss. Classes without training
-    examples get 0 and are not counted in `classes`.
-    """
-    total = sum(counts)
-    present = sum(1 for count in counts if count)
-    return {
-        index: (total / (present * count) if count else 0.0) for index, count in enumerate(counts)
-    }
+def uses_cache(options: TrainingOptions) -> bool:
+    """Whether the frozen phase trains on cached features: augmentation changes the images
+    every epoch, so with it on the backbone must see each augmented image."""
+    return options.cache_features and not augmentation.parse(options.augmentation)
 
 
 def count_examples(
@@ -347,7 +282,7 @@ def train(
     """
     phases: dict[str, float] = {}
     start = time.perf_counter()
-    if options.uses_cache:
+    if uses_cache(options):
         history = train_head_cached(
             backbone,
             backbone_name,
@@ -449,7 +384,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         options.seed,
     )
     keys = None
-    if options.uses_cache and options.feature_cache_dir:
+    if uses_cache(options) and options.feature_cache_dir:
         keys = cache_keys(
             fn_args.train_files,
             fn_args.eval_files,
@@ -493,7 +428,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             "training_options": dataclasses.asdict(options),
             "history": {k: [float(v) for v in vs] for k, vs in history.items()},
             "feature_cache": {
-                "used": options.uses_cache,
+                "used": uses_cache(options),
                 "keys": {split: key.digest for split, key in (keys or {}).items()},
                 "reused": bool(history.get("feature_cache_reused", [0.0])[-1]),
                 "backbone_images": int(history.get("backbone_images", [0.0])[-1]),

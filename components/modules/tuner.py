@@ -14,9 +14,6 @@ evaluates on (FnArgs.eval_files) by validation accuracy, the metric the Evaluato
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-
 import keras_tuner
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -25,6 +22,7 @@ from tfx import v1 as tfx
 
 from components.modules import ingest_report, model, trainer
 from components.modules.backbones import get_backbone
+from components.modules.options import TrainingOptions, TuningOptions
 from components.modules.weights import WeightsRecord
 
 OBJECTIVE = "val_accuracy"
@@ -40,29 +38,14 @@ def _values(text: str, kind: type) -> list:
     return values
 
 
-@dataclasses.dataclass(frozen=True)
-class TuningOptions:
-    """The Tuner's knobs (custom_config): trial budget and the values each knob may take."""
-
-    tune_trials: int = 20
-    tune_learning_rates: str = "0.0003,0.001,0.003,0.01"
-    tune_dropouts: str = "0.0,0.2,0.5"
-    tune_epochs: str = "3,5,10"
-    tune_label_smoothings: str = "0.0,0.1"
-
-    @classmethod
-    def from_config(cls, config: Mapping) -> TuningOptions:
-        names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in names and v is not None})
-
-    def search_space(self) -> keras_tuner.HyperParameters:
-        """One Choice per tuned knob, named like TrainingOptions' fields."""
-        hp = keras_tuner.HyperParameters()
-        hp.Choice("learning_rate", _values(self.tune_learning_rates, float))
-        hp.Choice("dropout", _values(self.tune_dropouts, float))
-        hp.Choice("epochs", _values(self.tune_epochs, int))
-        hp.Choice("label_smoothing", _values(self.tune_label_smoothings, float))
-        return hp
+def search_space(tuning: TuningOptions) -> keras_tuner.HyperParameters:
+    """One Choice per tuned knob, named like TrainingOptions' fields."""
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("learning_rate", _values(tuning.tune_learning_rates, float))
+    hp.Choice("dropout", _values(tuning.tune_dropouts, float))
+    hp.Choice("epochs", _values(tuning.tune_epochs, int))
+    hp.Choice("label_smoothing", _values(tuning.tune_label_smoothings, float))
+    return hp
 
 
 class HeadTuner(keras_tuner.Tuner):
@@ -143,7 +126,7 @@ def build_tuner(
         oracle=keras_tuner.oracles.RandomSearchOracle(
             objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
             max_trials=tuning.tune_trials,
-            hyperparameters=tuning.search_space(),
+            hyperparameters=search_space(tuning),
             seed=seed,
         ),
         directory=directory,
@@ -156,7 +139,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     # Class names and counts from ImageExampleGen's report, as run_fn reads them.
     report = ingest_report.read_report(ingest_report.examples_uri_of(fn_args.train_files[0]))
     config = {**fn_args.custom_config, **ingest_report.class_config(report)}
-    options = trainer.TrainingOptions.from_config(config)
+    options = TrainingOptions.from_config(config)
     tuning = TuningOptions.from_config(config)
     transform_graph = fn_args.transform_graph_path or fn_args.transform_output
     tf_transform_output = tft.TFTransformOutput(transform_graph)
