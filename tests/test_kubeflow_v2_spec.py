@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from components import demo_data
+from components import demo_data, samples
 from pipeline import kubeflow_v2_runner
 from pipeline.configs import REPO_ROOT, PipelineConfig
 from pipeline.image_pipeline import create_pipeline
@@ -57,9 +57,7 @@ def compiled(tmp_path_factory) -> dict:
     assert f"KUBEFLOW V2 PIPELINE: {path}" in result.stdout
     with open(path) as f:
         spec = json.load(f)
-    pipeline = create_pipeline(
-        config, str(images), {"pretrained": False, "warning": "", "source": "random"}
-    )
+    pipeline = create_pipeline(config, str(images), samples.random_weights(config.backbone))
     return {"spec": spec, "pipeline": pipeline, "images": str(images), "config": config}
 
 
