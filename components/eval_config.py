@@ -29,12 +29,12 @@ math_util.calculate_confidence_interval) that a plain change threshold can gate 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.utils import math_util
 
+from components.metric_keys import metric_keys
 from components.modules import features
 from components.report import worst_errors
 
@@ -76,25 +76,6 @@ def majority_rate(confusion_matrix) -> float:
     return max(per_class.values()) / total if total else 0.0
 
 
-def _metric_keys(
-    name: str,
-    model_names: list[str] | None,
-    output_names: list[str] | None,
-    example_weighted: bool,
-    is_diff: bool = False,
-) -> Iterator[metric_types.MetricKey]:
-    """A derived metric's key for each model and output TFMA asks it to compute."""
-    for model_name in model_names or [""]:
-        for output_name in output_names or [""]:
-            yield metric_types.MetricKey(
-                name,
-                model_name=model_name,
-                output_name=output_name,
-                example_weighted=example_weighted,
-                is_diff=is_diff,
-            )
-
-
 def _over_majority(
     name: str = OVER_MAJORITY_METRIC,
     eval_config: tfma.EvalConfig | None = None,
@@ -103,7 +84,7 @@ def _over_majority(
     example_weighted: bool = False,
 ) -> metric_types.MetricComputations:
     computations = []
-    for key in _metric_keys(name, model_names, output_names, example_weighted):
+    for key in metric_keys(name, model_names, output_names, example_weighted):
 
         def result(metrics, key=key) -> dict:
             accuracy = plot = None
@@ -137,13 +118,13 @@ def _diff_upper_bound(
     output_names: list[str] | None = None,
     example_weighted: bool = False,
 ) -> metric_types.MetricComputations:
-    baseline = tfma.utils.get_baseline_model_spec(eval_config) if eval_config else None
     computations = []
     # A diff key, so a change threshold applies to it, and TFX drops that threshold when
-    # there is no baseline (first run: nothing to compare).
-    for key in _metric_keys(name, model_names, output_names, example_weighted, is_diff=True):
-        if baseline is not None and key.model_name == baseline.name:
-            continue
+    # there is no baseline (first run: nothing to compare). The candidate's keys only.
+    keys = metric_keys(
+        name, model_names, output_names, example_weighted, is_diff=True, eval_config=eval_config
+    )
+    for key in keys:
         source = key._replace(name=ACCURACY_METRIC)
 
         def result(metrics, source=source, key=key) -> dict:

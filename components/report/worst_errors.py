@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 
+from components.metric_keys import metric_keys
 from components.modules import features
 
 WORST_ERRORS = 12  # K: how many mistakes the report shows
@@ -125,30 +126,17 @@ def _worst_errors(
     output_names: list[str] | None = None,
     example_weighted: bool = False,
 ) -> metric_types.MetricComputations:
-    baseline = tfma.utils.get_baseline_model_spec(eval_config) if eval_config else None
-    computations = []
-    for model_name in model_names or [""]:
-        if baseline is not None and model_name == baseline.name:
-            continue  # the report lists the candidate's mistakes only
-        for output_name in output_names or [""]:
-            key = metric_types.MetricKey(
-                name,
-                model_name=model_name,
-                output_name=output_name,
-                example_weighted=example_weighted,
-            )
-            computations.append(
-                metric_types.MetricComputation(
-                    keys=[key],
-                    # Labels and predictions (the defaults) plus the one feature
-                    # that names the example.
-                    preprocessors=[
-                        metric_types.FeaturePreprocessor(feature_keys=[features.SOURCE_PATH_KEY])
-                    ],
-                    combiner=WorstErrorsCombiner(key, eval_config),
-                )
-            )
-    return computations
+    # The candidate's keys only: the report lists the candidate's mistakes.
+    keys = metric_keys(name, model_names, output_names, example_weighted, eval_config=eval_config)
+    return [
+        metric_types.MetricComputation(
+            keys=[key],
+            # Labels and predictions (the defaults) plus the one feature that names the example.
+            preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[features.SOURCE_PATH_KEY])],
+            combiner=WorstErrorsCombiner(key, eval_config),
+        )
+        for key in keys
+    ]
 
 
 class WorstErrors(tfma.metrics.Metric):
