@@ -150,11 +150,15 @@ class SmoothedSparseCrossentropy(tf_keras.losses.Loss):
         }
 
 
+def _smoothed(label_smoothing: float | tf.Variable) -> bool:
+    """A variable (the Tuner's trials) always counts as smoothing: its value may change."""
+    return not isinstance(label_smoothing, (int, float)) or bool(label_smoothing)
+
+
 def sparse_loss(
     num_classes: int, label_smoothing: float | tf.Variable = 0.0
 ) -> tf_keras.losses.Loss:
-    """`label_smoothing` may be a variable (the Tuner's trials): always the smoothed loss."""
-    if isinstance(label_smoothing, (int, float)) and not label_smoothing:
+    if not _smoothed(label_smoothing):
         return tf_keras.losses.SparseCategoricalCrossentropy()
     return SmoothedSparseCrossentropy(num_classes, label_smoothing)
 
@@ -168,9 +172,7 @@ def compile_model(
 ) -> None:
     """`steps_per_execution` > 1 runs that many batches per call into the graph: the head
     alone is so small that Python's per-step overhead would dominate (Tuner trials)."""
-    if num_classes is None and not (
-        isinstance(label_smoothing, (int, float)) and not label_smoothing
-    ):
+    if num_classes is None and _smoothed(label_smoothing):
         raise ValueError("label_smoothing needs num_classes")
     model.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate),

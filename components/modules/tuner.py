@@ -69,25 +69,21 @@ class HeadTuner(keras_tuner.Tuner):
 
     def __init__(self, feature_dim: int, num_classes: int, seed: int, **kwargs):
         super().__init__(**kwargs)
-        self.feature_dim, self.num_classes, self.seed = feature_dim, num_classes, seed
-        self._head: tf_keras.Model | None = None
+        self._dropout = tf.Variable(0.0, trainable=False, name="trial_dropout")
+        self._label_smoothing = tf.Variable(0.0, trainable=False, name="trial_smoothing")
+        self._head = model.build_head(feature_dim, num_classes, self._dropout, seed)
+        # The learning rate is each trial's (_trial_head); 0.0 until the first one.
+        model.compile_model(
+            self._head,
+            0.0,
+            num_classes,
+            self._label_smoothing,
+            steps_per_execution=STEPS_PER_EXECUTION,
+        )
+        self._initial_weights = self._head.get_layer(model.HEAD_DENSE).get_weights()
 
     def _trial_head(self, hp: keras_tuner.HyperParameters) -> tf_keras.Model:
         """The shared head, reset to its seeded start and set to the trial's values."""
-        if self._head is None:
-            self._dropout = tf.Variable(0.0, trainable=False, name="trial_dropout")
-            self._label_smoothing = tf.Variable(0.0, trainable=False, name="trial_smoothing")
-            self._head = model.build_head(
-                self.feature_dim, self.num_classes, self._dropout, self.seed
-            )
-            model.compile_model(
-                self._head,
-                hp.get("learning_rate"),
-                self.num_classes,
-                self._label_smoothing,
-                steps_per_execution=STEPS_PER_EXECUTION,
-            )
-            self._initial_weights = self._head.get_layer(model.HEAD_DENSE).get_weights()
         head = self._head
         head.get_layer(model.HEAD_DENSE).set_weights(self._initial_weights)
         for variable in head.optimizer.variables:  # Adam's moments and iteration count
