@@ -18,12 +18,21 @@ records every failed rule in the Evaluator's validation result:
 Why a metric of our own for the last rule: TFMA 0.47.1's metrics_validator compares
 `float(metric)`, which for a metric with a confidence interval
 (types.ValueWithTDistribution) is the unsampled point estimate, so TFMA's intervals
-never influence a threshold by themselves. Its Poisson bootstrap does compute the
-diff metrics inside every bootstrap replicate (both models' predictions on the same
-resampled examples: a paired interval), and a CIDerivedMetricComputation runs after
-the intervals exist and before validation. AccuracyDiffUpperBound turns the
-interval of the accuracy diff into one number (with TFMA's own interval formula,
-math_util.calculate_confidence_interval) that a plain change threshold can gate on.
+never influence a threshold by themselves. Its jackknife does compute the diff
+metrics inside every jackknife sample (both models' predictions on the same examples
+left out: a paired interval), and a CIDerivedMetricComputation runs after the
+intervals exist and before validation.
+
+Why the jackknife and not TFMA's Poisson bootstrap: the bootstrap feeds every example
+into each of its 20 replicates, so the Evaluator paid 21 times for every metric and
+plot (per class, per slice, per model); the delete-d jackknife puts each example in one
+of 20 buckets once and merges the buckets. Measured on 500 eval photos with a
+baseline: 64.5 s for the Evaluator with the bootstrap, 36.0 to 40.3 s with the jackknife,
+same machine, one after the other. Both give a t-interval with 19 degrees of freedom.
+
+AccuracyDiffUpperBound turns the interval of the accuracy diff into one number (with
+TFMA's own interval formula, math_util.calculate_confidence_interval) that a plain change
+threshold can gate on.
 """
 
 from __future__ import annotations
@@ -147,7 +156,7 @@ def diff_interval(value) -> tuple[float, float, float]:
 
 
 class AccuracyDiffUpperBound(tfma.metrics.Metric):
-    """Upper end of the 95 % paired-bootstrap interval of (candidate - baseline) accuracy."""
+    """Upper end of the 95 % paired jackknife interval of (candidate - baseline) accuracy."""
 
     def __init__(self, name: str = DIFF_UPPER_BOUND_METRIC):
         super().__init__(_diff_upper_bound, name=name)
@@ -205,7 +214,7 @@ def build_eval_config(num_classes: int, gate: GateSettings) -> tfma.EvalConfig:
         options=tfma.Options(
             compute_confidence_intervals={"value": True},
             confidence_intervals=tfma.ConfidenceIntervalOptions(
-                method=tfma.ConfidenceIntervalOptions.POISSON_BOOTSTRAP
+                method=tfma.ConfidenceIntervalOptions.JACKKNIFE
             ),
         ),
         metrics_specs=[
@@ -242,7 +251,7 @@ def build_eval_config(num_classes: int, gate: GateSettings) -> tfma.EvalConfig:
             tfma.MetricsSpec(
                 metrics=[
                     # ROC_THRESHOLDS like the ROC plot: both read one histogram, and
-                    # TFMA's default 10,000 would be recomputed in every bootstrap replicate.
+                    # TFMA's default 10,000 would be merged in every jackknife sample.
                     tfma.MetricConfig(
                         class_name="AUC", config=f'{{"num_thresholds": {ROC_THRESHOLDS}}}'
                     ),

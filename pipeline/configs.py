@@ -56,6 +56,8 @@ class PipelineConfig:
     cache_features: bool = TrainingOptions.cache_features
     # RAM for cached features; beyond it they spill to a temp file
     cache_memory_mb: int = TrainingOptions.cache_memory_mb
+    # the Trainer predicts the eval split from cached features; the Evaluator reuses them
+    stored_eval_predictions: bool = TrainingOptions.stored_eval_predictions
     # train-only: e.g. flip,rotation,zoom,contrast; disables the cache
     augmentation: str = TrainingOptions.augmentation
     # top backbone blocks to fine-tune; batch norm stays frozen

@@ -5,7 +5,7 @@ ImageExampleGen (or ImportExampleGen over image TFRecords: EXAMPLES)
     -> AnomalyGate (stops the run on anomalies, or warns: ANOMALIES)
     -> Transform (graph only, analyses train) -> [Tuner, TUNE=true]
     -> Trainer (fits train, validates on validation)
-    -> Evaluator (eval split only, + latest blessed)
+    -> Evaluator (eval split only, + latest blessed; the Trainer's stored predictions)
     -> EvaluationReport (report + model card) -> Pusher (the card into assets.extra/)
 """
 
@@ -28,6 +28,7 @@ from pipeline.configs import MODULES_DIR, PipelineConfig, shared_knobs
 TRANSFORM_MODULE = os.path.join(MODULES_DIR, "preprocessing.py")
 TRAINER_MODULE = os.path.join(MODULES_DIR, "trainer.py")
 TUNER_MODULE = os.path.join(MODULES_DIR, "tuner.py")
+EVALUATOR_MODULE = os.path.join(MODULES_DIR, "evaluator.py")
 
 # Knobs that PipelineConfig and the Trainer's TrainingOptions share, passed by name.
 TRAINING_KNOBS = shared_knobs(TrainingOptions)
@@ -100,6 +101,8 @@ def create_pipeline(
         **classes,
         # Backbone features persist here across runs, keyed by what determines them.
         "feature_cache_dir": config.feature_cache_dir,
+        # The split the Evaluator scores: the Trainer stores its predictions for it.
+        "evaluator_split": ingest.EVAL,
     }
     tuner = None
     if config.tune:
@@ -143,6 +146,8 @@ def create_pipeline(
         eval_config=build_eval_config(
             len(class_names), GateSettings(**config.values_for(GateSettings))
         ),
+        # Predictions the Trainer stored are reused, a sample checked against each model.
+        module_file=EVALUATOR_MODULE if config.stored_eval_predictions else None,
     )
     report = EvaluationReport(
         examples=example_gen.outputs["examples"],

@@ -19,11 +19,12 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.components.evaluator import constants as evaluator_constants
 from tfx.utils import path_utils
 
 from components.artifact_types import EvaluationReport
 from components.eval_config import ACCURACY_METRIC
-from components.modules import ingest_report, training_metadata
+from components.modules import ingest_report, stored_predictions, training_metadata
 from components.modules.atomic_files import write_text_atomically
 from components.modules.weights import log_loud_warning
 from components.report import gate
@@ -156,6 +157,15 @@ def evaluation_summary(components: dict) -> dict:
         summary["blessed"] = bool(_custom(evaluator["ModelBlessing"][0], "blessed"))
     if evaluator.get("ModelEvaluation"):
         summary["gate"] = gate.read_gate(evaluator["ModelEvaluation"][0].uri).as_dict()
+    blessing = evaluator.get("ModelBlessing")
+    baseline_uri = (
+        _custom(blessing[0], evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY)
+        if blessing
+        else None
+    )
+    if baseline_uri:  # how many of the baseline's predictions its own Trainer stored
+        stored = stored_predictions.read(baseline_uri)
+        summary["baseline_stored_predictions"] = len(stored.digests) if stored else 0
     return summary
 
 
@@ -177,6 +187,7 @@ def training_summary(components: dict, config: PipelineConfig) -> dict:
         serving_dir = path_utils.serving_model_dir(trained[0].uri)
         metadata = training_metadata.read_training_metadata(serving_dir)
         summary["model_metadata_backbone_weights"] = metadata.get("backbone_weights")
+        summary["stored_eval_predictions"] = metadata.get("stored_eval_predictions")
         # The store's size on disk as the Trainer left it (training_metadata.json).
         summary["feature_cache"] = {
             "size_bytes": 0,
@@ -227,6 +238,22 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
     return 0 if summary["pushed"] else EXIT_NOT_PUSHED
 
 
+def _stored_predictions_line(stored: dict, baseline_count: int | None) -> str:
+    """What the Evaluator scored: the Trainer's stored eval predictions, or the models."""
+    if not stored.get("count"):
+        return (
+            f"eval predictions: none stored ({stored.get('reason')}); the Evaluator ran "
+            "every eval photo through the model"
+        )
+    line = (
+        f"eval predictions: {stored['count']} stored by the Trainer "
+        f"({stored['backbone_images']} images through the backbone)"
+    )
+    if baseline_count is not None:
+        line += f"; baseline: {baseline_count} stored"
+    return line + "; the Evaluator checked a sample of them against each model"
+
+
 def format_summary(summary: dict, config: PipelineConfig) -> str:
     lines = ["", "=" * 78, f"Run {summary['pipeline_run']}  (summary: {config.summary_path})"]
     lines.append(f"{'component':32s} {'state':10s} {'seconds':>8s}")
@@ -270,6 +297,9 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
             f"({cache['backbone_images']} images through the backbone); "
             f"{cache['size_bytes'] / 1e6:.1f} MB on disk in {cache['dir']}"
         )
+    stored = summary.get("stored_eval_predictions")
+    if stored:
+        lines.append(_stored_predictions_line(stored, summary.get("baseline_stored_predictions")))
     tuner = summary.get("tuner")
     if tuner and tuner["best"]:
         best = {k: v for k, v in tuner["best"].items() if k != "trial_id"}

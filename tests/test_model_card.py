@@ -76,6 +76,19 @@ def test_card_holds_details_data_metrics_and_considerations(run):
     assert limitations[1].startswith("Small eval set: 24 examples")
 
 
+def test_card_plots_only_the_features_a_reader_can_use(run):
+    """Class balance, sizes and formats per split; no histogram of the encoded bytes, the
+    per-photo paths or the label index (each plot costs about a second to draw)."""
+    card = card_json(run)
+    plotted = {
+        d["name"]: sorted(g["name"] for g in d.get("graphics", {}).get("collection", []))
+        for d in card["model_parameters"]["data"]
+    }
+    expected = sorted(f"counts | {name}" for name in model_card.CARD_FEATURES)
+    assert plotted["train split"] == expected
+    assert all(names in ([], expected) for names in plotted.values())
+
+
 def test_card_is_rendered_and_travels_with_the_report(run):
     with open(os.path.join(run.card_dir, build.MODEL_CARD_HTML)) as f:
         page = f.read()

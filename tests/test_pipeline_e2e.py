@@ -382,3 +382,10 @@ def test_head_only_rerun_with_the_tuner_runs_no_backbone_pass(workspace, first_r
     cache = run["feature_cache"]
     assert cache["reused"] is True and cache["backbone_images"] == 0
     assert cache["size_bytes"] > 0
+    # The Evaluator needs no backbone pass either: the eval predictions of the candidate
+    # came from the first run's cached eval features, the baseline's from its own run.
+    eval_count = sum(run["ingest"]["counts"]["eval"].values())
+    stored = run["stored_eval_predictions"]
+    assert stored["count"] == eval_count and stored["backbone_images"] == 0, stored
+    assert run["baseline_stored_predictions"] == eval_count
+    assert f"eval predictions: {eval_count} stored by the Trainer (0 images" in result.stdout

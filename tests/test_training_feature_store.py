@@ -57,8 +57,7 @@ def _features(parts, store: str, eval_: str | None = None, eval_dataset=None, **
     eval_ = eval_ or default_eval
     options = trainer.TrainingOptions(batch_size=4, feature_cache_dir=store)
     keys = trainer.cache_keys(
-        [train],
-        [eval_],
+        {"train": [train], "eval": [eval_]},
         transform_dir,
         BACKBONE,
         training_helpers.random_weights(BACKBONE),
@@ -70,8 +69,10 @@ def _features(parts, store: str, eval_: str | None = None, eval_dataset=None, **
         backbone,
         BACKBONE,
         IMAGE_SIZE,
-        datasets[train],
-        datasets[default_eval] if eval_dataset is None else eval_dataset,
+        {
+            "train": datasets[train],
+            "eval": datasets[default_eval] if eval_dataset is None else eval_dataset,
+        },
         options,
         str(tmp),
         keys,

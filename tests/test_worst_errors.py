@@ -2,7 +2,7 @@
 
 The combiner gets TFMA's StandardMetricInputs, as the Evaluator hands them over: labels,
 predictions and the `source_path` feature of one example each. The Evaluator run uses
-the pipeline's own eval config (bootstrap intervals, per-class slices, the gate) and
+the pipeline's own eval config (jackknife intervals, per-class slices, the gate) and
 fixed-answer models whose mistakes all have the same confidence (ties broken by path).
 """
 
@@ -177,6 +177,6 @@ def test_the_evaluator_lists_the_candidates_mistakes_next_to_a_baseline(tmp_path
     assert decision.candidate.value == pytest.approx(14 / 28)
     assert decision.baseline.value == pytest.approx(24 / 28)
     assert decision.difference.value == pytest.approx(-10 / 28)
-    assert decision.candidate.lower < decision.candidate.upper  # bootstrap intervals
+    assert decision.candidate.lower < decision.candidate.upper  # jackknife intervals
     assert decision.difference.lower < decision.difference.upper
     assert decision.blessed is False

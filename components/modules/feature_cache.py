@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from components.modules import tf_data
 from components.modules.atomic_files import write_atomically
 
 # Bump when the on-disk layout or the feature computation changes meaning.
@@ -132,7 +133,7 @@ class FeatureCache:
         dataset = dataset.batch(batch_size).apply(
             tf.data.experimental.assert_cardinality(math.ceil(self.num_examples / batch_size))
         )
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return tf_data.without_autotune(dataset.prefetch(tf.data.AUTOTUNE))
 
     def _parse_record(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return _parse_record(record, self.feature_dim)

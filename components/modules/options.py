@@ -37,6 +37,9 @@ class TrainingOptions:
     label_smoothing: float = 0.0
     backbone_dtype: str = "float32"  # compute dtype of the cached backbone pass (bfloat16)
     feature_cache_dir: str = ""  # where features persist across runs; "" = scratch, per run
+    # Predict the eval split from cached features and store it in the Model artifact, where
+    # the Evaluator reads it (checking a sample against the model): stored_predictions.py.
+    stored_eval_predictions: bool = True
     shuffle: bool = True  # shuffle the training data (tests turn it off to compare paths)
 
     @classmethod

@@ -33,8 +33,18 @@ import tensorflow_transform as tft
 import tf_keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
+from tfx_bsl.tfxio import dataset_util
 
-from components.modules import augmentation, export, feature_cache, features, ingest_report, model
+from components.modules import (
+    augmentation,
+    export,
+    feature_cache,
+    features,
+    ingest_report,
+    model,
+    stored_predictions,
+    tf_data,
+)
 from components.modules.backbones import get_backbone
 from components.modules.options import TrainingOptions
 from components.modules.weights import WeightsRecord, log_loud_warning, weights_digest
@@ -96,7 +106,8 @@ def make_dataset(
         return transformed[features.TRANSFORMED_IMAGE_KEY], label
 
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
-    return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    return tf_data.without_autotune(dataset.prefetch(tf.data.AUTOTUNE))
 
 
 def _callbacks(options: TrainingOptions, log_dir: str | None) -> list:
@@ -115,8 +126,7 @@ def _callbacks(options: TrainingOptions, log_dir: str | None) -> list:
 
 
 def cache_keys(
-    train_files: list[str],
-    eval_files: list[str],
+    split_files: Mapping[str, list[str]],
     transform_output_dir: str,
     backbone_name: str,
     weights_record: WeightsRecord,
@@ -138,7 +148,7 @@ def cache_keys(
             image_size=int(image_size),
             compute_dtype=options.backbone_dtype,
         )
-        for split, files in (("train", train_files), ("eval", eval_files))
+        for split, files in split_files.items()
     }
 
 
@@ -146,38 +156,45 @@ def cache_keys(
 _EXTRACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def feature_extractor(
+    backbone: tf_keras.Model, backbone_name: str, image_size: int, dtype: str
+) -> tf_keras.Model:
+    """The backbone's image -> pooled features model: one per (backbone object, image size,
+    dtype), so every split (and the stored eval predictions) shares its trace."""
+    extractors = _EXTRACTORS.setdefault(backbone, {})
+    if (image_size, dtype) not in extractors:
+        extractors[(image_size, dtype)] = model.build_feature_extractor(
+            backbone, image_size, dtype, backbone_name
+        )
+    return extractors[(image_size, dtype)]
+
+
 def head_features(
     backbone: tf_keras.Model | Callable[[], tf_keras.Model],
     backbone_name: str,
     image_size: int,
-    train_dataset: tf.data.Dataset,
-    eval_dataset: tf.data.Dataset,
+    datasets: Mapping[str, tf.data.Dataset],
     options: TrainingOptions,
     work_dir: str,
     keys: Mapping[str, feature_cache.CacheKey] | None = None,
 ) -> dict[str, feature_cache.FeatureCache]:
-    """split -> pooled features: from the store under options.feature_cache_dir when `keys`
-    are given and an earlier run (or the Tuner) computed them, else one backbone pass.
-    `backbone` may be a function building it: then it is built only on a miss."""
+    """split -> pooled features of `datasets[split]`: from the store under
+    options.feature_cache_dir when `keys` are given and an earlier run (or the Tuner)
+    computed them, else one backbone pass. `backbone` may be a function building it: then
+    it is built only on a miss."""
     budget = options.cache_memory_mb * 1024 * 1024
     built: list[tf_keras.Model] = []
 
     def get_extractor() -> tf_keras.Model:
-        # Built on the first miss only; one per backbone object, so both splits (and any
-        # later call with the same backbone) share its trace.
-        if not built:
+        if not built:  # on the first miss only
             network = backbone if isinstance(backbone, tf_keras.Model) else backbone()
-            extractors = _EXTRACTORS.setdefault(network, {})
-            key = (image_size, options.backbone_dtype)
-            if key not in extractors:
-                extractors[key] = model.build_feature_extractor(
-                    network, image_size, options.backbone_dtype, backbone_name
-                )
-            built.append(extractors[key])
+            built.append(
+                feature_extractor(network, backbone_name, image_size, options.backbone_dtype)
+            )
         return built[0]
 
     caches = {}
-    for split, dataset in (("train", train_dataset), ("eval", eval_dataset)):
+    for split, dataset in datasets.items():
         if keys and options.feature_cache_dir:
             caches[split] = feature_cache.cached_features(
                 options.feature_cache_dir, keys[split], split, get_extractor, dataset, budget
@@ -203,7 +220,13 @@ def train_head_cached(
     """Frozen phase on cached features: at most one backbone pass, then `epochs` of the
     head alone."""
     caches = head_features(
-        backbone, backbone_name, image_size, train_dataset, eval_dataset, options, work_dir, keys
+        backbone,
+        backbone_name,
+        image_size,
+        {"train": train_dataset, "eval": eval_dataset},
+        options,
+        work_dir,
+        keys,
     )
     train_cache, eval_cache = caches["train"], caches["eval"]
     history = train_network(
@@ -347,6 +370,101 @@ def train(
     return network, history
 
 
+def split_files(train_files: list[str], split: str) -> list[str]:
+    """The file pattern of another split of the Examples artifact the Trainer reads (TFX
+    lays splits out as `<uri>/Split-<name>/`)."""
+    return [os.path.join(ingest_report.examples_uri_of(train_files[0]), f"Split-{split}", "*")]
+
+
+def serialized_examples_dataset(
+    file_pattern: list[str], tf_transform_output: tft.TFTransformOutput, batch_size: int
+) -> tf.data.Dataset:
+    """(serialized tf.Example, transformed image, label) batches in file order, read by the
+    reader TFXIO uses: the serialized bytes are those the Evaluator reads."""
+    records = dataset_util.make_tf_record_dataset(
+        file_pattern,
+        batch_size,
+        drop_final_batch=False,
+        num_epochs=1,
+        shuffle=False,
+        shuffle_buffer_size=1,
+        shuffle_seed=None,
+    )
+    raw_spec = tf_transform_output.raw_feature_spec()
+    transform_layer = tf_transform_output.transform_features_layer()
+
+    def transform(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        transformed = transform_layer(tf.io.parse_example(serialized, raw_spec))
+        label = tf.reshape(transformed[features.LABEL_KEY], [-1])
+        return serialized, transformed[features.TRANSFORMED_IMAGE_KEY], label
+
+    dataset = records.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    return tf_data.without_autotune(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def why_no_stored_predictions(
+    options: TrainingOptions, backbone_changed: bool, evaluator_split: str
+) -> str:
+    """Why the eval predictions cannot come from the cached features ("" when they can)."""
+    if not options.stored_eval_predictions:
+        return "STORED_EVAL_PREDICTIONS=false"
+    if not evaluator_split:
+        return "no evaluator_split in the Trainer's custom_config"
+    if backbone_changed:
+        return "fine-tuning changed the backbone, so its cached features no longer apply"
+    if options.backbone_dtype != "float32":
+        return f"the features are {options.backbone_dtype}, the served model is float32"
+    return ""
+
+
+def store_eval_predictions(
+    files: list[str],
+    tf_transform_output: tft.TFTransformOutput,
+    backbone: tf_keras.Model,
+    head: tf_keras.Model,
+    config: Mapping,
+    options: TrainingOptions,
+    keys: Mapping[str, feature_cache.CacheKey] | None,
+    model_uri: str,
+    work_dir: str,
+) -> dict:
+    """Predict the eval split (`files`) with the trained head on the backbone's features
+    (from the store when an earlier run computed them) and write them into the Model
+    artifact for the Evaluator. The eval split plays no part in training: this runs after it."""
+    start = time.perf_counter()
+    dataset = serialized_examples_dataset(files, tf_transform_output, options.batch_size)
+    cache = head_features(
+        backbone,
+        config["backbone"],
+        config["image_size"],
+        {"evaluator": dataset.map(lambda serialized, images, labels: (images, labels))},
+        options,
+        work_dir,
+        keys,
+    )["evaluator"]
+    serialized = [
+        record
+        for batch in dataset.map(lambda serialized, images, labels: serialized)
+        for record in batch.numpy()
+    ]
+    if len(serialized) != cache.num_examples:
+        raise RuntimeError(
+            f"{len(serialized)} eval examples but {cache.num_examples} cached features"
+        )
+    probabilities = head.predict(cache.dataset(options.batch_size).map(lambda f, _: f), verbose=0)
+    path = stored_predictions.write(
+        model_uri, stored_predictions.build(serialized, probabilities, config["class_names"])
+    )
+    seconds = time.perf_counter() - start
+    logging.info("Stored %d eval predictions in %s (%.1f s)", len(serialized), path, seconds)
+    return {
+        "count": len(serialized),
+        "backbone_images": cache.backbone_images,
+        "seconds": seconds,
+        "reason": "",
+    }
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     # Class names and training counts travel in ImageExampleGen's artifact (its ingest
     # report); custom_config holds them for ImportExampleGen's records.
@@ -383,17 +501,25 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         options.dropout,
         options.seed,
     )
-    keys = None
-    if uses_cache(options) and options.feature_cache_dir:
-        keys = cache_keys(
-            fn_args.train_files,
-            fn_args.eval_files,
+    evaluator_split = config.get("evaluator_split", "")
+
+    def keys_for(splits: Mapping[str, list[str]]) -> dict[str, feature_cache.CacheKey] | None:
+        if not options.feature_cache_dir:
+            return None
+        return cache_keys(
+            splits,
             fn_args.transform_output,
             config["backbone"],
             weights_record,
             config["image_size"],
             options,
         )
+
+    keys = (
+        keys_for({"train": fn_args.train_files, "eval": fn_args.eval_files})
+        if uses_cache(options)
+        else None
+    )
     # Spill files are scratch: a temp dir under the run dir, removed after training.
     os.makedirs(fn_args.model_run_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=fn_args.model_run_dir) as work_dir:
@@ -411,6 +537,24 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             # The backbone pass reads in file order: stored features do not depend on SEED.
             feature_train_dataset=dataset(fn_args.train_files, shuffle=False),
         )
+        backbone_changed = weights_digest(backbone) != loaded_digest
+        reason = why_no_stored_predictions(options, backbone_changed, evaluator_split)
+        stored = {"count": 0, "reason": reason}
+        if not reason:
+            evaluator_files = split_files(fn_args.train_files, evaluator_split)
+            evaluator_keys = keys_for({"evaluator": evaluator_files})
+            stored = store_eval_predictions(
+                evaluator_files,
+                tf_transform_output,
+                backbone,
+                head,
+                config,
+                options,
+                evaluator_keys,
+                os.path.dirname(fn_args.serving_model_dir),  # the Model artifact's uri
+                work_dir,
+            )
+            keys = {**(keys or {}), **(evaluator_keys or {})}
     logging.info("Training history: %s", history)
     start = time.perf_counter()
     export.export_serving_model(
@@ -422,7 +566,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             "backbone_weights": weights_record.as_dict(),
             # False: the exported backbone is bit-identical to the loaded weights (the file's,
             # or the random ones); True: training (fine-tuning) changed them.
-            "backbone_weights_changed": weights_digest(backbone) != loaded_digest,
+            "backbone_weights_changed": backbone_changed,
             "image_size": config["image_size"],
             "epochs": options.epochs,
             "training_options": dataclasses.asdict(options),
@@ -436,6 +580,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                 if options.feature_cache_dir
                 else 0,
             },
+            # The eval predictions the Evaluator reuses (stored_predictions.py), or why none.
+            "stored_eval_predictions": stored,
         },
         fn_args.serving_model_dir,
         call_model=traced_model_call(backbone, head, config["image_size"]),

@@ -147,8 +147,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         )
 
     keys = trainer.cache_keys(
-        fn_args.train_files,
-        fn_args.eval_files,
+        {"train": fn_args.train_files, "eval": fn_args.eval_files},
         transform_graph,
         config["backbone"],
         WeightsRecord.from_dict(config["weights"]),
@@ -160,8 +159,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         lambda: trainer.build_seeded_backbone(config, options.seed),
         config["backbone"],
         config["image_size"],
-        dataset(fn_args.train_files),
-        dataset(fn_args.eval_files),
+        {"train": dataset(fn_args.train_files), "eval": dataset(fn_args.eval_files)},
         options,
         fn_args.working_dir or "",
         keys if options.feature_cache_dir else None,

@@ -23,7 +23,7 @@ OVERALL = "overall"
 @dataclasses.dataclass(frozen=True)
 class Interval:
     value: float
-    lower: float  # 95 % interval (TFMA's t-interval over its bootstrap replicates)
+    lower: float  # 95 % interval (TFMA's t-interval over its jackknife samples)
     upper: float
 
     def __str__(self) -> str:

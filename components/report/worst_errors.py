@@ -1,15 +1,15 @@
 """The model's most confident mistakes, as a TFMA metric of the Evaluator's own pass.
 
 The evaluation report lists the K most confident wrong answers on the eval split. The
-Evaluator already runs the candidate over every eval example; this metric keeps the K
+Evaluator already has the candidate's prediction for every eval example; this metric keeps the K
 wrong predictions with the highest confidence as it goes (a Beam CombineFn holding at
 most K entries, so merging partial results gives the global top K), with the example's
 `source_path` feature to find its photo again. The report then needs no model of its
 own: it reads this metric and only decodes the K photos for thumbnails.
 
 The value is JSON (bytes, MetricValue.bytes_value in the metrics file). TFMA leaves
-non-numeric values out of baseline diffs and out of bootstrap samples, and no threshold
-names this metric, so the comparison, the confidence intervals and the blessing gate
+non-numeric values out of baseline diffs and out of confidence-interval samples, and no
+threshold names this metric, so the comparison, the confidence intervals and the blessing gate
 ignore it. It is computed for the candidate model only, on every slice TFMA computes
 metrics for (the report reads the overall slice).
 """

@@ -4,7 +4,7 @@ The eval records are the project's own ingest output. The models are real SavedM
 with the pipeline's `serving_tf_example` signature whose answers are fixed in advance
 (right for every example except a chosen list of source paths), so each test knows the
 exact accuracy, per-class recall and paired difference it sets up, and what the gate
-must decide. TFMA computes everything (its Poisson bootstrap intervals included) and
+must decide. TFMA computes everything (its jackknife intervals included) and
 its validator decides; components/report/gate.py explains the decision.
 """
 
@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from components import eval_config
-from components.modules import features
+from components import eval_config, ingest
+from components.modules import features, stored_predictions
 from components.report import gate
+from pipeline.image_pipeline import EVALUATOR_MODULE
 from tests.components import harness
 
 N_PER_CLASS = 20  # eval examples per class of the balanced set
@@ -86,6 +88,30 @@ def datasets(tmp_path_factory):
     return made
 
 
+def eval_records(ingested) -> list[bytes]:
+    """The eval split's serialized tf.Examples, in file order."""
+    files = sorted(tf.io.gfile.glob(os.path.join(ingested.tfrecord_dir, ingest.EVAL, "*")))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def store_answers(model_path: str, node_id: str, ingested, flipped: set[bytes] = frozenset()):
+    """Store the model's own answers on every eval example as the Trainer would, in the
+    Model artifact harness.import_model makes; the `flipped` records' answers are moved
+    to the next class (the model's own stay right)."""
+    records = eval_records(ingested)
+    served = tf.saved_model.load(model_path).signatures[features.TF_EXAMPLE_SIGNATURE]
+    probabilities = served(**{features.TF_EXAMPLE_INPUT_KEY: tf.constant(records)})[
+        features.PROBABILITIES_KEY
+    ].numpy()
+    for i, record in enumerate(records):
+        if record in flipped:
+            probabilities[i] = np.roll(probabilities[i], 1)
+    artifact_uri = os.path.join(os.path.dirname(os.path.abspath(model_path)), f"{node_id}_artifact")
+    stored_predictions.write(
+        artifact_uri, stored_predictions.build(records, probabilities, ingested.class_names)
+    )
+
+
 def evaluate(
     tmp_path,
     dataset,
@@ -95,18 +121,26 @@ def evaluate(
     accuracy_threshold: float = 0.6,
     min_class_recall: float = 0.3,
     accuracy_max_drop: float = 0.01,
+    stored: tuple[str, ...] = (),
+    flipped: set[bytes] = frozenset(),
 ) -> tuple[gate.GateDecision, bool]:
-    """Run the Evaluator as the pipeline builds it; return (explained decision, blessed)."""
+    """Run the Evaluator as the pipeline builds it; return (explained decision, blessed).
+
+    `stored`: the models ("candidate", "baseline") whose answers are stored in their
+    artifact (the Evaluator then runs with the pipeline's module file), `flipped` the
+    candidate's stored answers that are wrong."""
     root, ingested = dataset
     examples = harness.import_examples(ingested.tfrecord_dir)
-    model = harness.import_model(
-        save_model(str(tmp_path / "candidate"), candidate_wrong, always), "candidate"
-    )
+    candidate_path = save_model(str(tmp_path / "candidate"), candidate_wrong, always)
+    if "candidate" in stored:
+        store_answers(candidate_path, "candidate", ingested, flipped)
+    model = harness.import_model(candidate_path, "candidate")
     baseline = None
     if baseline_wrong is not None:
-        baseline = harness.import_model(
-            save_model(str(tmp_path / "baseline"), baseline_wrong), "baseline"
-        )
+        baseline_path = save_model(str(tmp_path / "baseline"), baseline_wrong)
+        if "baseline" in stored:
+            store_answers(baseline_path, "baseline", ingested)
+        baseline = harness.import_model(baseline_path, "baseline")
     evaluator = tfx.components.Evaluator(
         examples=examples.outputs[harness.IMPORT_KEY],
         model=model.outputs[harness.IMPORT_KEY],
@@ -119,6 +153,7 @@ def evaluate(
                 accuracy_max_drop=accuracy_max_drop,
             ),
         ),
+        module_file=EVALUATOR_MODULE if stored else None,
     )
     outputs = harness.LocalRun(str(tmp_path / "run")).run(evaluator)
     blessing = outputs["blessing"][0]
@@ -139,7 +174,7 @@ def test_blesses_a_good_model_and_per_class_slices_gate_only_through_the_floor(t
     decision, blessed = evaluate(tmp_path, dataset, wrong)
     assert blessed and decision.blessed
     assert decision.candidate.value == pytest.approx(34 / 40)
-    # TFMA's bootstrap interval surrounds the estimate.
+    # TFMA's jackknife interval surrounds the estimate.
     assert decision.candidate.lower < 0.85 < decision.candidate.upper
     assert decision.class_recall["not_hot_dog"].value == pytest.approx(0.4)
     assert decision.class_recall["hot_dog"].value == pytest.approx(1.0)
@@ -208,3 +243,70 @@ def test_a_difference_within_noise_does_not_flip_the_decision(tmp_path, datasets
     assert decision.difference.value == pytest.approx(-1 / 40)
     assert decision.difference.value < -0.01 < decision.difference.upper
     assert blessed and outcome(decision)[eval_config.RULE_BASELINE] is True
+
+
+def _point_values(decision: gate.GateDecision) -> dict:
+    return {
+        "candidate": decision.candidate.value,
+        "baseline": decision.baseline.value,
+        "difference": decision.difference.value,
+        "recall": {name: v.value for name, v in decision.class_recall.items()},
+        "majority": decision.majority_rate,
+        "rules": outcome(decision),
+        "blessed": decision.blessed,
+    }
+
+
+def test_stored_predictions_give_the_decision_the_models_give(tmp_path, datasets):
+    """The Trainer's stored answers for both models, read by the pipeline's Evaluator
+    module: the same metrics and decision as scoring every example with the models."""
+    dataset = datasets["balanced"]
+    paths = eval_paths(dataset[1], "hot_dog") + eval_paths(dataset[1], "not_hot_dog")
+    runs = {
+        name: evaluate(
+            tmp_path / name,
+            dataset,
+            candidate_wrong=paths[0:5],
+            baseline_wrong=paths[20:24],
+            stored=stored,
+        )
+        for name, stored in (("models", ()), ("stored", ("candidate", "baseline")))
+    }
+    assert _point_values(runs["stored"][0]) == _point_values(runs["models"][0])
+    assert runs["stored"][0].candidate.value == pytest.approx(35 / 40)
+    assert runs["stored"][1] == runs["models"][1] is True
+
+
+def test_the_evaluator_scores_the_stored_predictions_and_checks_a_sample(tmp_path, datasets):
+    """The candidate's model is right on every example, but four unchecked stored answers
+    are wrong: accuracy is 36/40, so the stored answers are what was scored. The baseline
+    has none stored: the model scores it (all right)."""
+    _, ingested = dataset = datasets["balanced"]
+    records = eval_records(ingested)
+    digest = stored_predictions.example_digest
+    unchecked = [r for r in records[3:] if not stored_predictions.is_checked(digest(r))]
+    decision, _ = evaluate(
+        tmp_path,
+        dataset,
+        candidate_wrong=[],
+        baseline_wrong=[],
+        stored=("candidate",),
+        flipped=set(unchecked[-4:]),
+    )
+    assert decision.candidate.value == pytest.approx(36 / 40)
+    assert decision.baseline.value == pytest.approx(1.0)
+
+
+def test_a_stored_prediction_the_model_disagrees_with_stops_the_evaluator(tmp_path, datasets):
+    """Every stored answer wrong: the checked sample (the first example at least) shows
+    the model answers otherwise, and the Evaluator fails with what to do."""
+    _, ingested = dataset = datasets["balanced"]
+    with pytest.raises(Exception, match="disagree with its SavedModel") as failure:
+        evaluate(
+            tmp_path,
+            dataset,
+            candidate_wrong=[],
+            stored=("candidate",),
+            flipped=set(eval_records(ingested)),
+        )
+    assert "STORED_EVAL_PREDICTIONS=false" in str(failure.value)

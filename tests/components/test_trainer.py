@@ -15,7 +15,13 @@ import tf_keras
 from tfx import v1 as tfx
 
 from components import ingest
-from components.modules import backbones, features, training_metadata, weights
+from components.modules import (
+    backbones,
+    features,
+    stored_predictions,
+    training_metadata,
+    weights,
+)
 from pipeline.configs import PipelineConfig
 from pipeline.image_pipeline import TRAINER_MODULE, TRAINING_KNOBS
 from tests.components import harness
@@ -67,6 +73,7 @@ def _train(root: str, dataset, transform_graph, weights_file: str, **knobs):
             # ingest's report in the Examples artifact overrides these in run_fn.
             "class_names": list(dataset.class_names),
             "class_counts": [],
+            "evaluator_split": ingest.EVAL,
         },
     )
     model = harness.LocalRun(root).run(component)["model"][0]
@@ -110,6 +117,28 @@ def test_frozen_backbone_is_bit_identical_to_the_weights_file(frozen_model, weig
     assert metadata["backbone_weights"]["sha256"] == weights.sha256_of(weights_file)
 
 
+def _eval_records(dataset) -> list[bytes]:
+    files = tf.io.gfile.glob(os.path.join(dataset.tfrecord_dir, ingest.EVAL, "*"))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def test_stored_eval_predictions_are_what_the_exported_model_answers(frozen_model, dataset):
+    """The predictions the Trainer stores for the Evaluator (from cached features through
+    the head) equal the exported SavedModel's own answers on every eval example."""
+    stored = stored_predictions.read(os.path.dirname(frozen_model))
+    records = _eval_records(dataset)
+    assert stored is not None and len(stored.digests) == len(records) > 0
+    assert stored.class_names == tuple(dataset.class_names)
+    served = tf.saved_model.load(frozen_model).signatures[features.TF_EXAMPLE_SIGNATURE](
+        **{features.TF_EXAMPLE_INPUT_KEY: tf.constant(records)}
+    )[features.PROBABILITIES_KEY].numpy()
+    table = stored.table()
+    by_record = np.stack([table[stored_predictions.example_digest(r)] for r in records])
+    np.testing.assert_allclose(by_record, served, atol=1e-5)
+    metadata = training_metadata.read_training_metadata(frozen_model)
+    assert metadata["stored_eval_predictions"]["count"] == len(records)
+
+
 def test_fine_tuning_says_the_weights_changed_from_the_file(
     tmp_path, dataset, transform_graph, weights_file
 ):
@@ -128,3 +157,6 @@ def test_fine_tuning_says_the_weights_changed_from_the_file(
     # It is true: a fine-tuned (top block) kernel differs from the file's.
     in_file, exported = _file_weights(weights_file), _exported_variables(model_dir)
     assert not np.array_equal(in_file["Conv_1/kernel:0"], exported["Conv_1/kernel:0"])
+    # Cached features no longer describe this backbone: no stored eval predictions.
+    assert stored_predictions.read(os.path.dirname(model_dir)) is None
+    assert "fine-tuning" in metadata["stored_eval_predictions"]["reason"]
