@@ -82,8 +82,9 @@ class _StoredPredictionsDoFn(model_util.ModelSignaturesDoFn):
                 uri,
             )
 
-    def _run_model(self, name: str, serialized: np.ndarray) -> dict[str, np.ndarray]:
-        """TFMA's own call of one model's signature on these examples."""
+    def _run_model(self, name: str, serialized: np.ndarray) -> Any:
+        """TFMA's own call of one model's signature on these examples: a dict of outputs, or
+        the one output's array (TFMA unwraps a one-output signature)."""
         loaded = self._loaded_models
         self._loaded_models = {name: loaded[name]}
         try:

@@ -15,6 +15,11 @@ Training runs in phases:
 2. fine-tuning (optional, FINE_TUNE_EPOCHS > 0): the top FINE_TUNE_BLOCKS blocks of the
    backbone are unfrozen (batch norm excepted) and the whole model trains on with a low
    learning rate, continuing the epoch count.
+
+Then, while the backbone is still the one the features came from (no fine-tuning, float32),
+the trained head predicts the eval split from its cached features and the predictions go
+into the Model artifact for the Evaluator (stored_predictions.py, evaluator.py). The eval
+split plays no part in training: this happens after it.
 """
 
 from __future__ import annotations
@@ -370,7 +375,7 @@ def train(
     return network, history
 
 
-def split_files(train_files: list[str], split: str) -> list[str]:
+def other_split_files(train_files: list[str], split: str) -> list[str]:
     """The file pattern of another split of the Examples artifact the Trainer reads (TFX
     lays splits out as `<uri>/Split-<name>/`)."""
     return [os.path.join(ingest_report.examples_uri_of(train_files[0]), f"Split-{split}", "*")]
@@ -541,7 +546,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         reason = why_no_stored_predictions(options, backbone_changed, evaluator_split)
         stored = {"count": 0, "reason": reason}
         if not reason:
-            evaluator_files = split_files(fn_args.train_files, evaluator_split)
+            evaluator_files = other_split_files(fn_args.train_files, evaluator_split)
             evaluator_keys = keys_for({"evaluator": evaluator_files})
             stored = store_eval_predictions(
                 evaluator_files,

@@ -55,7 +55,13 @@ class _FixedAnswerModel(tf.Module):
             predicted = tf.fill(tf.shape(label), tf.constant(self.always, tf.int64))
         rest = 0.2 / (self.num_classes - 1)
         probabilities = tf.one_hot(predicted, self.num_classes) * (0.8 - rest) + rest
-        return {features.PROBABILITIES_KEY: probabilities}
+        # The exported model's three outputs (export.py), so stored predictions are
+        # rebuilt into the same structure TFMA gets from the model.
+        return {
+            features.PROBABILITIES_KEY: probabilities,
+            features.CLASS_INDEX_KEY: predicted,
+            features.CLASS_NAME_KEY: tf.gather(tf.constant(sorted(COLORS)), predicted),
+        }
 
 
 def save_model(path: str, wrong_paths: list[str], always: int | None = None) -> str:
