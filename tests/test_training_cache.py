@@ -80,8 +80,9 @@ def test_no_trainer_dataset_runs_the_tf_data_autotuner(setup, tmp_path):
     )
     raw = str(tmp_path / "raw" / "eval.tfrecord")
     files = [training_helpers.write_raw_examples(raw, *training_helpers.labelled_images(3))]
-    serialized = trainer.serialized_examples_dataset(files, transform_output, 2)
-    for dataset in (train_ds, eval_ds, cache.dataset(1, shuffle=True), serialized):
+    serialized = trainer.serialized_examples(files, 2)
+    parsed = trainer.parsed_examples_dataset(serialized, transform_output)
+    for dataset in (train_ds, eval_ds, cache.dataset(1, shuffle=True), serialized, parsed):
         assert dataset.options().autotune.enabled is False
 
 

@@ -13,6 +13,7 @@ on every batch that has an example without one, and stops the run on a disagreem
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import apache_beam as beam
@@ -35,7 +36,12 @@ class StoredPredictionsMismatch(Exception):
 
 def _model_uri(model_path: str) -> str:
     """TFX hands TFMA `<Model artifact>/Format-Serving`; the stored file is beside it."""
-    return model_path.rstrip("/").rsplit("/", 1)[0]
+    return os.path.dirname(model_path.rstrip("/"))
+
+
+def _tfma_model_name(spec_name: str, model_count: int) -> str:
+    """The name TFMA's predictions step keys a model by: '' when it evaluates one."""
+    return "" if model_count == 1 else spec_name
 
 
 @beam.typehints.with_input_types(tfma.types.Extracts)
@@ -43,7 +49,7 @@ def _model_uri(model_path: str) -> str:
 class _StoredPredictionsDoFn(model_util.ModelSignaturesDoFn):
     def __init__(self, model_specs, eval_shared_models: dict, model_uris: dict[str, str]):
         signature_names = {
-            ("" if len(model_specs) == 1 else spec.name): [spec.signature_name]
+            _tfma_model_name(spec.name, len(model_specs)): [spec.signature_name]
             for spec in model_specs
         }
         super().__init__(
@@ -166,7 +172,7 @@ def stored_predictions_extractor(
 ) -> extractor.Extractor:
     models = model_util.verify_and_update_eval_shared_models(eval_shared_model)
     specs = list(eval_config.model_specs)
-    by_name = {("" if len(specs) == 1 else m.model_name): m for m in models}
+    by_name = {_tfma_model_name(m.model_name, len(specs)): m for m in models}
     uris = {name: _model_uri(model.model_path) for name, model in by_name.items()}
     return extractor.Extractor(
         stage_name=PREDICTIONS_STAGE_NAME,

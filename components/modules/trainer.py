@@ -103,6 +103,15 @@ def make_dataset(
         ),
         schema,
     )
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
+    return _images_and_labels(dataset, tf_transform_output)
+
+
+def _images_and_labels(
+    raw_batches: tf.data.Dataset, tf_transform_output: tft.TFTransformOutput
+) -> tf.data.Dataset:
+    """Batches of raw features -> (transformed image batch, label batch), through the
+    Transform graph, prefetched and without tf.data's autotuner (tf_data.py)."""
     transform_layer = tf_transform_output.transform_features_layer()
 
     def transform(raw: dict) -> tuple[tf.Tensor, tf.Tensor]:
@@ -110,8 +119,7 @@ def make_dataset(
         label = tf.reshape(transformed[features.LABEL_KEY], [-1])
         return transformed[features.TRANSFORMED_IMAGE_KEY], label
 
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
-    dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = raw_batches.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     return tf_data.without_autotune(dataset.prefetch(tf.data.AUTOTUNE))
 
 
@@ -381,11 +389,9 @@ def other_split_files(train_files: list[str], split: str) -> list[str]:
     return [os.path.join(ingest_report.examples_uri_of(train_files[0]), f"Split-{split}", "*")]
 
 
-def serialized_examples_dataset(
-    file_pattern: list[str], tf_transform_output: tft.TFTransformOutput, batch_size: int
-) -> tf.data.Dataset:
-    """(serialized tf.Example, transformed image, label) batches in file order, read by the
-    reader TFXIO uses: the serialized bytes are those the Evaluator reads."""
+def serialized_examples(file_pattern: list[str], batch_size: int) -> tf.data.Dataset:
+    """Batches of serialized tf.Examples in file order, read by the reader TFXIO uses: the
+    bytes are those the Evaluator reads."""
     records = dataset_util.make_tf_record_dataset(
         file_pattern,
         batch_size,
@@ -395,16 +401,16 @@ def serialized_examples_dataset(
         shuffle_buffer_size=1,
         shuffle_seed=None,
     )
+    return tf_data.without_autotune(records)
+
+
+def parsed_examples_dataset(
+    records: tf.data.Dataset, tf_transform_output: tft.TFTransformOutput
+) -> tf.data.Dataset:
+    """(transformed image, label) batches of serialized-example batches, in their order."""
     raw_spec = tf_transform_output.raw_feature_spec()
-    transform_layer = tf_transform_output.transform_features_layer()
-
-    def transform(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        transformed = transform_layer(tf.io.parse_example(serialized, raw_spec))
-        label = tf.reshape(transformed[features.LABEL_KEY], [-1])
-        return serialized, transformed[features.TRANSFORMED_IMAGE_KEY], label
-
-    dataset = records.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    return tf_data.without_autotune(dataset.prefetch(tf.data.AUTOTUNE))
+    parsed = records.map(lambda serialized: tf.io.parse_example(serialized, raw_spec))
+    return _images_and_labels(parsed, tf_transform_output)
 
 
 def why_no_stored_predictions(
@@ -437,21 +443,18 @@ def store_eval_predictions(
     (from the store when an earlier run computed them) and write them into the Model
     artifact for the Evaluator. The eval split plays no part in training: this runs after it."""
     start = time.perf_counter()
-    dataset = serialized_examples_dataset(files, tf_transform_output, options.batch_size)
+    records = serialized_examples(files, options.batch_size)
     cache = head_features(
         backbone,
         config["backbone"],
         config["image_size"],
-        {"evaluator": dataset.map(lambda serialized, images, labels: (images, labels))},
+        {"evaluator": parsed_examples_dataset(records, tf_transform_output)},
         options,
         work_dir,
         keys,
     )["evaluator"]
-    serialized = [
-        record
-        for batch in dataset.map(lambda serialized, images, labels: serialized)
-        for record in batch.numpy()
-    ]
+    # The same records in the same order, without decoding a photo again.
+    serialized = [record for batch in records for record in batch.numpy()]
     if len(serialized) != cache.num_examples:
         raise RuntimeError(
             f"{len(serialized)} eval examples but {cache.num_examples} cached features"
