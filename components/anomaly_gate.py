@@ -14,7 +14,8 @@ import logging
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
 BLOCK = "block"
@@ -88,10 +89,10 @@ def gate(anomalies: standard_artifacts.ExampleAnomalies, mode: str) -> None:
     logging.warning("\n%s\n%s\n%s", _BANNER, message, _BANNER)
 
 
-@tfx.dsl.components.component
+@component
 def AnomalyGate(  # noqa: N802 (TFX names components like classes)
-    anomalies: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleAnomalies],
-    mode: tfx.dsl.components.Parameter[str] = BLOCK,
+    anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+    mode: Parameter[str] = BLOCK,
 ) -> None:
     """Fails the run on ExampleValidator anomalies in block mode; warns in warn mode."""
     gate(anomalies, mode)

@@ -43,11 +43,12 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.utils import math_util
 
+from components import class_metrics
+from components.class_metrics import ACCURACY_METRIC
 from components.metric_keys import metric_keys
 from components.modules import features
 from components.report import worst_errors
 
-ACCURACY_METRIC = "sparse_categorical_accuracy"
 DIFF_UPPER_BOUND_METRIC = "accuracy_diff_ci_upper"
 OVER_MAJORITY_METRIC = "accuracy_over_majority"
 CONFUSION_MATRIX_PLOT_NAME = "multi_class_confusion_matrix_plot"
@@ -221,11 +222,16 @@ def build_eval_config(num_classes: int, gate: GateSettings) -> tfma.EvalConfig:
             tfma.MetricsSpec(
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
+                    # numpy, not TFMA's Keras wrappers (class_metrics.py says why)
                     tfma.MetricConfig(
-                        class_name="SparseCategoricalAccuracy",
+                        class_name=class_metrics.ClassAccuracy.__name__,
+                        module=class_metrics.__name__,
                         per_slice_thresholds=accuracy_thresholds,
                     ),
-                    tfma.MetricConfig(class_name="SparseCategoricalCrossentropy"),
+                    tfma.MetricConfig(
+                        class_name=class_metrics.ClassCrossentropy.__name__,
+                        module=class_metrics.__name__,
+                    ),
                     tfma.MetricConfig(
                         class_name=AccuracyDiffUpperBound.__name__,
                         module=__name__,

@@ -96,7 +96,7 @@ def transform_output(output_dir: str, image_size: int, backbone: str = "resnet50
 
 def data_accessor():
     """A DataAccessor as TFX's Trainer executor builds it: raw tf.Example files -> tf.data."""
-    from tfx import v1 as tfx
+    from tfx.components.trainer.fn_args_utils import DataAccessor
     from tfx_bsl.public import tfxio
 
     def tf_dataset_factory(file_pattern, options, schema):
@@ -104,7 +104,7 @@ def data_accessor():
             options
         )
 
-    return tfx.components.DataAccessor(
+    return DataAccessor(
         tf_dataset_factory=tf_dataset_factory, record_batch_factory=None, data_view_decode_fn=None
     )
 

@@ -62,7 +62,12 @@ def compile_pipeline(config: PipelineConfig) -> str:
         name=IMAGES_PARAMETER, ptype=str, default=inputs.images_dir
     )
     runner.run(
-        create_pipeline(config, images if inputs.images_dir else "", inputs.weights_record),
+        create_pipeline(
+            config,
+            images if inputs.images_dir else "",
+            inputs.weights_record,
+            package_modules=True,  # each task pip-installs the compiled checkout's modules
+        ),
         # The listed folder is the parameter's value unless the submission overrides it.
         parameter_values={IMAGES_PARAMETER: inputs.images_dir} if inputs.images_dir else None,
     )

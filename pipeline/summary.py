@@ -18,8 +18,8 @@ import time
 import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
 from tfx.components.evaluator import constants as evaluator_constants
+from tfx.orchestration import metadata
 from tfx.utils import path_utils
 
 from components.artifact_types import EvaluationReport
@@ -40,7 +40,7 @@ _STATE = metadata_store_pb2.Execution.State
 
 def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+        metadata.sqlite_metadata_connection_config(config.metadata_path)
     )
 
 

@@ -57,7 +57,9 @@ def compiled(tmp_path_factory) -> dict:
     assert f"KUBEFLOW V2 PIPELINE: {path}" in result.stdout
     with open(path) as f:
         spec = json.load(f)
-    pipeline = create_pipeline(config, str(images), samples.random_weights(config.backbone))
+    pipeline = create_pipeline(
+        config, str(images), samples.random_weights(config.backbone), package_modules=True
+    )
     return {"spec": spec, "pipeline": pipeline, "images": str(images), "config": config}
 
 

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import dataset_util
 
@@ -63,7 +63,7 @@ def uses_cache(options: TrainingOptions) -> bool:
 
 def count_examples(
     file_pattern: list[str],
-    data_accessor: tfx.components.DataAccessor,
+    data_accessor: DataAccessor,
     schema,
 ) -> int:
     """Records matching `file_pattern` (reads them, decodes no image: a fraction of a second
@@ -81,7 +81,7 @@ def count_examples(
 
 def make_dataset(
     file_pattern: list[str],
-    data_accessor: tfx.components.DataAccessor,
+    data_accessor: DataAccessor,
     tf_transform_output: tft.TFTransformOutput,
     batch_size: int,
     shuffle: bool,
@@ -473,7 +473,7 @@ def store_eval_predictions(
     }
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
     # Class names and training counts travel in ImageExampleGen's artifact (its ingest
     # report); custom_config holds them for ImportExampleGen's records.
     report = ingest_report.read_report(ingest_report.examples_uri_of(fn_args.train_files[0]))

@@ -18,7 +18,8 @@ import keras_tuner
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs
+from tfx.components.tuner.component import TunerFnResult
 
 from components.modules import ingest_report, model, trainer
 from components.modules.backbones import get_backbone
@@ -131,7 +132,7 @@ def build_tuner(
     )
 
 
-def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
+def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
     # Class names and counts from ImageExampleGen's report, as run_fn reads them.
     report = ingest_report.read_report(ingest_report.examples_uri_of(fn_args.train_files[0]))
     config = {**fn_args.custom_config, **ingest_report.class_config(report)}
@@ -172,7 +173,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         options.seed,
         fn_args.working_dir,
     )
-    return tfx.components.TunerFnResult(
+    return TunerFnResult(
         tuner=tuner,
         fit_kwargs={
             "x": caches["train"].dataset(options.batch_size, shuffle=True, seed=options.seed),
