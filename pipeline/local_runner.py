@@ -11,9 +11,11 @@ import os
 # Keras 2 (tf_keras) must be chosen before anything imports TensorFlow.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import atexit  # noqa: E402
 import logging as std_logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from typing import NoReturn  # noqa: E402
 
 from absl import logging  # noqa: E402
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # noqa: E402
@@ -85,5 +87,23 @@ def main() -> int:
     return report_run(config, inputs, started_at)
 
 
+def exit_without_teardown(code: int) -> NoReturn:
+    """Exit once the run's output is written, skipping the interpreter's teardown.
+
+    Finalising the modules of TensorFlow, Beam and TFMA took ~2.1 s per run, against
+    0.07 s for os._exit, and does nothing for the run: ML Metadata commits each write,
+    artifacts and the summary are written by now. The exit handlers still run (logging
+    flushes, temporary directories of weakref finalizers are removed)."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    # `tfx pipeline create` executes this file inside the CLI's own process, which carries
+    # on after it: only a process of its own may leave this way.
+    if sys.modules["__main__"].__dict__ is globals():
+        exit_without_teardown(exit_code)
+    sys.exit(exit_code)

@@ -10,11 +10,13 @@ its validator decides; components/report/gate.py explains the decision.
 
 from __future__ import annotations
 
+import glob
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components import eval_config, ingest
@@ -186,6 +188,7 @@ def test_blesses_a_good_model_and_per_class_slices_gate_only_through_the_floor(t
     assert decision.class_recall["hot_dog"].value == pytest.approx(1.0)
     assert decision.majority_rate == pytest.approx(0.75)
     assert decision.baseline is None and decision.difference is None
+    assert curve_models(tmp_path) == {""}  # one model: TFMA names it ""
     assert outcome(decision) == {
         eval_config.RULE_ACCURACY: True,
         eval_config.RULE_MAJORITY: True,
@@ -249,6 +252,21 @@ def test_a_difference_within_noise_does_not_flip_the_decision(tmp_path, datasets
     assert decision.difference.value == pytest.approx(-1 / 40)
     assert decision.difference.value < -0.01 < decision.difference.upper
     assert blessed and outcome(decision)[eval_config.RULE_BASELINE] is True
+    # The report's curves are the candidate's; the baseline's are not computed.
+    assert curve_models(tmp_path) == {"candidate"}
+
+
+def curve_models(tmp_path) -> set[str]:
+    """The models that have ROC / calibration curves in the Evaluator's output."""
+    pattern = tmp_path / "run" / "**" / "Evaluator" / "evaluation" / "*"
+    (evaluation,) = glob.glob(str(pattern), recursive=True)
+    curves = ("confusion_matrix_at_thresholds", "calibration_histogram_buckets")
+    return {
+        entry.key.model_name
+        for plots in tfma.load_plots(evaluation)
+        for entry in plots.plot_keys_and_values
+        if any(entry.value.HasField(curve) for curve in curves)
+    }
 
 
 def _point_values(decision: gate.GateDecision) -> dict:
