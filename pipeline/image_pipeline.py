@@ -52,8 +52,14 @@ TRAINER_MODULE = os.path.join(MODULES_DIR, "trainer.py")
 TUNER_MODULE = os.path.join(MODULES_DIR, "tuner.py")
 EVALUATOR_MODULE = os.path.join(MODULES_DIR, "evaluator.py")
 MODULES_PACKAGE = "components.modules"  # MODULES_DIR, as the installed project imports it
-# What the Evaluator runs besides its module file: the TFMA metrics it names by module.
-EVALUATOR_METRIC_MODULES = ("class_metrics.py", "eval_config.py", "metric_keys.py")
+# What the Evaluator runs besides its module file: the TFMA metrics it names by module
+# (paths under components/).
+EVALUATOR_METRIC_MODULES = (
+    "class_metrics.py",
+    "eval_config.py",
+    "metric_keys.py",
+    os.path.join("report", "worst_errors.py"),
+)
 
 # Knobs that PipelineConfig and the Trainer's TrainingOptions share, passed by name.
 TRAINING_KNOBS = shared_knobs(TrainingOptions)
@@ -66,7 +72,6 @@ def code_fingerprint() -> str:
     paths = sorted(
         [os.path.join("modules", name) for name in os.listdir(MODULES_DIR) if name.endswith(".py")]
         + list(EVALUATOR_METRIC_MODULES)
-        + [os.path.join("report", "worst_errors.py")]
     )
     digest = hashlib.sha256()
     for path in paths:
