@@ -16,7 +16,7 @@ before. The accumulator is two floats, which merges and encodes for nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -31,18 +31,39 @@ CROSSENTROPY_METRIC = "sparse_categorical_crossentropy"
 EPSILON = 1e-7
 
 
+def labelled_predictions(
+    element: metric_types.StandardMetricInputs,
+    key: metric_types.MetricKey,
+    eval_config: tfma.EvalConfig | None,
+) -> Iterator[tuple[int, np.ndarray, float]]:
+    """(true class index, predicted probabilities, example weight) of each example in a
+    TFMA metric input, for the model and output `key` names (1.0 unless TFMA asks for
+    weighted metrics)."""
+    for label, prediction, weight in metric_util.to_label_prediction_example_weight(
+        element,
+        eval_config=eval_config,
+        model_name=key.model_name,
+        output_name=key.output_name,
+        example_weighted=key.example_weighted,
+        flatten=False,
+    ):
+        yield (
+            int(np.asarray(label).reshape(-1)[0]),
+            np.asarray(prediction, dtype=np.float64).reshape(-1),
+            float(np.asarray(weight).reshape(-1)[0]),
+        )
 
-def correct(label, probabilities) -> float:
+
+def correct(true: int, probabilities: np.ndarray) -> float:
     """1.0 if the highest-probability class (the lowest index among ties, as argmax) is
-    the label, else 0.0."""
-    p = np.asarray(probabilities).reshape(-1)
-    return float(int(np.argmax(p)) == int(np.asarray(label).reshape(-1)[0]))
+    the true one, else 0.0."""
+    return float(int(np.argmax(probabilities)) == true)
 
 
-def crossentropy(label, probabilities) -> float:
-    """-log of the label's probability, clipped and renormalised as Keras does."""
-    clipped = np.clip(np.asarray(probabilities, dtype=np.float64).reshape(-1), EPSILON, 1 - EPSILON)
-    return float(-np.log(clipped[int(np.asarray(label).reshape(-1)[0])] / clipped.sum()))
+def crossentropy(true: int, probabilities: np.ndarray) -> float:
+    """-log of the true class's probability, clipped and renormalised as Keras does."""
+    clipped = np.clip(probabilities, EPSILON, 1 - EPSILON)
+    return float(-np.log(clipped[true] / clipped.sum()))
 
 
 class _WeightedMeanCombiner(beam.CombineFn):
@@ -52,7 +73,7 @@ class _WeightedMeanCombiner(beam.CombineFn):
     def __init__(
         self,
         key: metric_types.MetricKey,
-        score: Callable[[np.ndarray, np.ndarray], float],
+        score: Callable[[int, np.ndarray], float],
         eval_config: tfma.EvalConfig | None,
     ):
         self._key = key
@@ -65,16 +86,10 @@ class _WeightedMeanCombiner(beam.CombineFn):
     def add_input(
         self, accumulator: list[float], element: metric_types.StandardMetricInputs
     ) -> list[float]:
-        for label, prediction, weight in metric_util.to_label_prediction_example_weight(
-            element,
-            eval_config=self._eval_config,
-            model_name=self._key.model_name,
-            output_name=self._key.output_name,
-            example_weighted=self._key.example_weighted,
-            flatten=False,
+        for true, probabilities, weight in labelled_predictions(
+            element, self._key, self._eval_config
         ):
-            weight = float(np.asarray(weight).reshape(-1)[0])
-            accumulator[0] += weight * self._score(label, prediction)
+            accumulator[0] += weight * self._score(true, probabilities)
             accumulator[1] += weight
         return accumulator
 
@@ -90,7 +105,7 @@ class _WeightedMeanCombiner(beam.CombineFn):
         return {self._key: total / weight if weight else float("nan")}
 
 
-def _weighted_mean(score: Callable[[np.ndarray, np.ndarray], float]) -> Callable:
+def _weighted_mean(score: Callable[[int, np.ndarray], float]) -> Callable:
     def computations(
         name: str,
         eval_config: tfma.EvalConfig | None = None,

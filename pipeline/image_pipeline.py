@@ -82,9 +82,9 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def user_code(module: str, function: str | None, packaged: bool) -> dict:
-    """The arguments that name `function` of components/modules/<module>.py to a TFX
-    component (`function` None: the Evaluator's module_path).
+def user_code(module_file: str, function: str | None, packaged: bool) -> dict:
+    """The arguments that name `function` of `module_file` (one of components/modules/) to a
+    TFX component (`function` None: the Evaluator's module_path).
 
     packaged (the Kubeflow/Vertex runner): module_file, which TFX builds into a wheel in the
     pipeline root at compile time and pip-installs in every executor that loads it, so a
@@ -95,7 +95,8 @@ def user_code(module: str, function: str | None, packaged: bool) -> dict:
     instead of the wheel's version.
     """
     if packaged:
-        return {"module_file": os.path.join(MODULES_DIR, f"{module}.py")}
+        return {"module_file": module_file}
+    module = os.path.splitext(os.path.basename(module_file))[0]
     if function is None:
         return {"module_path": f"{MODULES_PACKAGE}.{module}"}
     return {function: f"{MODULES_PACKAGE}.{module}.{function}"}
@@ -149,7 +150,7 @@ def create_pipeline(
     transform = Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        **user_code("preprocessing", "preprocessing_fn", package_modules),
+        **user_code(TRANSFORM_MODULE, "preprocessing_fn", package_modules),
         custom_config={"image_size": config.image_size, "backbone": config.backbone, **fingerprint},
         # The Trainer applies the graph in its input pipeline: materialising would
         # write ~600 KB of float32 pixels per 224x224 image for no gain.
@@ -179,7 +180,7 @@ def create_pipeline(
     if config.tune:
         # Searches the head on the cached features, on the Trainer's own splits.
         tuner = Tuner(
-            **user_code("tuner", "tuner_fn", package_modules),
+            **user_code(TUNER_MODULE, "tuner_fn", package_modules),
             examples=example_gen.outputs["examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
@@ -188,7 +189,7 @@ def create_pipeline(
             custom_config={**training_config, **config.values_for(TuningOptions)},
         )
     trainer = Trainer(
-        **user_code("trainer", "run_fn", package_modules),
+        **user_code(TRAINER_MODULE, "run_fn", package_modules),
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
@@ -219,7 +220,11 @@ def create_pipeline(
         ),
         # Predictions the Trainer stored are reused, a sample checked against each model.
         # Its code is in the Trainer's fingerprint: a change to it makes a new model.
-        **(user_code("evaluator", None, package_modules) if config.stored_eval_predictions else {}),
+        **(
+            user_code(EVALUATOR_MODULE, None, package_modules)
+            if config.stored_eval_predictions
+            else {}
+        ),
     )
     report = EvaluationReport(
         examples=example_gen.outputs["examples"],

@@ -44,4 +44,3 @@ def test_a_local_run_does_not_import_the_vertex_ai_sdk():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
-

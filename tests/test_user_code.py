@@ -19,11 +19,7 @@ from pipeline.configs import REPO_ROOT, PipelineConfig
 
 @pytest.fixture
 def images(tmp_path):
-    folder = tmp_path / "images"
-    for class_name in demo_data.CLASS_NAMES:
-        (folder / class_name).mkdir(parents=True)
-        demo_data.demo_image(class_name, 0, seed=1).save(folder / class_name / "0.png")
-    return str(folder)
+    return demo_data.generate_demo_images(str(tmp_path / "images"), images_per_class=2)
 
 
 def _nodes(images: str, tmp_path, packaged: bool, **knobs) -> dict:

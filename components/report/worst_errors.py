@@ -25,8 +25,9 @@ from collections.abc import Iterable
 import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis.metrics import metric_types, metric_util
+from tensorflow_model_analysis.metrics import metric_types
 
+from components.class_metrics import labelled_predictions
 from components.metric_keys import metric_keys
 from components.modules import features
 
@@ -94,16 +95,8 @@ class WorstErrorsCombiner(beam.CombineFn):
     def add_input(
         self, accumulator: list[WorstError], element: metric_types.StandardMetricInputs
     ) -> list[WorstError]:
-        for label, prediction, _ in metric_util.to_label_prediction_example_weight(
-            element,
-            eval_config=self._eval_config,
-            model_name=self._key.model_name,
-            output_name=self._key.output_name,
-            flatten=False,
-        ):
-            probabilities = np.asarray(prediction, dtype=np.float64).reshape(-1)
+        for true, probabilities, _ in labelled_predictions(element, self._key, self._eval_config):
             predicted = int(np.argmax(probabilities))
-            true = int(np.asarray(label).reshape(-1)[0])
             if predicted == true:
                 continue
             error = WorstError(
