@@ -9,7 +9,8 @@ anything):
   (the Evaluator's);
 - the first `make run` (fresh OUTPUT, process start included) and its ratio to the floor,
   with every component's seconds and the Trainer's phases;
-- a head-only re-run (LEARNING_RATE changed) and its ratio to the first run;
+- a head-only re-run (LEARNING_RATE changed) and its ratio to the first run, and a second
+  one (DROPOUT changed, after the TUNE=true run) to show how far the same work moves;
 - TUNE=true on the same OUTPUT: the Tuner's seconds for its trials, against one backbone
   pass over the training set;
 - BACKBONE_DTYPE=bfloat16: the backbone pass's speed against float32 (bare, and inside
@@ -186,6 +187,7 @@ def markdown(results: dict) -> str:
     if failed:
         return "# Pipeline bench\n\nFAILED runs: " + ", ".join(failed) + " (see pipeline.json)\n"
     first, rerun, tune = (results["runs"][k] for k in ("first", "rerun", "tune"))
+    rerun2 = results["runs"].get("rerun2")
     # Without the bf16 pipeline run (--no-bf16-run), its column stays empty.
     bf16 = results["runs"].get("bf16", {"components": {}, "states": {}, "trainer_phases": {}})
     load = ", ".join(f"{x:.1f}" for x in m["load_average_before"])
@@ -214,6 +216,15 @@ def markdown(results: dict) -> str:
         f"first run {first['wall_seconds'] / f['issue_seconds']:.2f}x | <= 1.3x |",
         f"| head-only re-run (LEARNING_RATE=0.002) | {rerun['wall_seconds']:.0f} | "
         f"{rerun['wall_seconds'] / first['wall_seconds']:.2f}x first run | <= 0.3x |",
+        *(
+            [
+                f"| second head-only re-run (DROPOUT=0.3, after the TUNE=true run) | "
+                f"{rerun2['wall_seconds']:.0f} | "
+                f"{rerun2['wall_seconds'] / first['wall_seconds']:.2f}x first run | <= 0.3x |"
+            ]
+            if rerun2
+            else []
+        ),
         f"| Tuner component, {(tune['tuner'] or {}).get('trials')} trials on cached features | "
         f"{tune['components'].get('Tuner', float('nan')):.1f} | "
         f"{tune['components'].get('Tuner', float('nan')) / f['train_pass_seconds']:.2f}x one "
@@ -255,7 +266,8 @@ def markdown(results: dict) -> str:
         f"{rerun['feature_cache']['size_bytes'] / 1e6:.1f} MB.",
         f"Eval predictions the Trainer stored for the Evaluator: first run "
         f"{_stored(first)}, re-run {_stored(rerun)}; the Evaluator checks about one in "
-        "32 of them (and the first) against each model.",
+        "32 of the candidate's (and the first) against its model; the baseline's were "
+        "checked when it was the candidate.",
         "",
         "| backbone pass | float32 | bfloat16 | ratio |",
         "|---|---|---|---|",
@@ -310,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "head-only", images_dir, output, args.image_size, learning_rate=0.002
     )
     runs["tune"] = run_pipeline("tune", images_dir, output, args.image_size, tune="true")
+    runs["rerun2"] = run_pipeline("head-only-2", images_dir, output, args.image_size, dropout=0.3)
     if args.bf16_run:
         runs["bf16"] = run_pipeline(
             "bf16", images_dir, output, args.image_size, backbone_dtype="bfloat16"
@@ -349,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "first_run_to_floor": runs["first"]["wall_seconds"] / floor["seconds"],
             "first_run_to_issue_floor": runs["first"]["wall_seconds"] / floor["issue_seconds"],
             "rerun_to_first_run": runs["rerun"]["wall_seconds"] / runs["first"]["wall_seconds"],
+            "second_rerun_to_first_run": runs["rerun2"]["wall_seconds"]
+            / runs["first"]["wall_seconds"],
             "tuner_to_train_pass": runs["tune"].get("components", {}).get("Tuner", math.nan)
             / floor["train_pass_seconds"],
         },

@@ -241,6 +241,14 @@ def build_eval_config(num_classes: int, gate: GateSettings) -> tfma.EvalConfig:
                             )
                         ],
                     ),
+                ]
+            ),
+            # The candidate's alone: the gate's majority rule and the report's worst errors
+            # and confusion matrix are about the candidate; the baseline's would be merged
+            # in every jackknife sample for nothing. (With no baseline TFMA renames the one
+            # model, and this list with it, to "".)
+            tfma.MetricsSpec(
+                metrics=[
                     tfma.MetricConfig(
                         class_name=CONFUSION_MATRIX_PLOT, config='{"thresholds": [0.0]}'
                     ),
@@ -249,7 +257,8 @@ def build_eval_config(num_classes: int, gate: GateSettings) -> tfma.EvalConfig:
                     tfma.MetricConfig(
                         class_name=worst_errors.WorstErrors.__name__, module=worst_errors.__name__
                     ),
-                ]
+                ],
+                model_names=[tfma.CANDIDATE_KEY],
             ),
             # One-vs-rest per class, macro-averaged: AUC, precision and recall are
             # defined for any number of classes this way; the per-class plots give
@@ -281,9 +290,7 @@ def build_eval_config(num_classes: int, gate: GateSettings) -> tfma.EvalConfig:
                     ),
                 ],
                 binarize=tfma.BinarizationOptions(class_ids={"values": class_ids}),
-                # The report draws the candidate's curves only: the baseline's would be
-                # computed in every jackknife sample for nothing. (With no baseline TFMA
-                # renames the one model, and this list with it, to "".)
+                # The report draws the candidate's curves only (see above).
                 model_names=[tfma.CANDIDATE_KEY],
             ),
         ],

@@ -218,7 +218,7 @@ def create_pipeline(
         eval_config=build_eval_config(
             len(class_names), GateSettings(**config.values_for(GateSettings))
         ),
-        # Predictions the Trainer stored are reused, a sample checked against each model.
+        # Predictions the Trainer stored are reused, a sample of the candidate's checked.
         # Its code is in the Trainer's fingerprint: a change to it makes a new model.
         **(
             user_code(EVALUATOR_MODULE, None, package_modules)

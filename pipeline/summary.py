@@ -251,7 +251,10 @@ def _stored_predictions_line(stored: dict, baseline_count: int | None) -> str:
     )
     if baseline_count is not None:
         line += f"; baseline: {baseline_count} stored"
-    return line + "; the Evaluator checked a sample of them against each model"
+    return line + (
+        "; the Evaluator checked a sample of the candidate's against its model (the "
+        "baseline's were checked when it was the candidate)"
+    )
 
 
 def format_summary(summary: dict, config: PipelineConfig) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -131,12 +132,16 @@ def evaluate(
     accuracy_max_drop: float = 0.01,
     stored: tuple[str, ...] = (),
     flipped: set[bytes] = frozenset(),
+    baseline_flipped: set[bytes] = frozenset(),
+    unloadable_baseline: bool = False,
 ) -> tuple[gate.GateDecision, bool]:
     """Run the Evaluator as the pipeline builds it; return (explained decision, blessed).
 
     `stored`: the models ("candidate", "baseline") whose answers are stored in their
-    artifact (the Evaluator then runs with the pipeline's module file), `flipped` the
-    candidate's stored answers that are wrong."""
+    artifact (the Evaluator then runs with the pipeline's module file), `flipped`
+    (`baseline_flipped`) the candidate's (baseline's) stored answers that are wrong.
+    `unloadable_baseline` deletes the baseline SavedModel's variables once its answers are
+    stored: loading it then fails."""
     root, ingested = dataset
     examples = harness.import_examples(ingested.tfrecord_dir)
     candidate_path = save_model(str(tmp_path / "candidate"), candidate_wrong, always)
@@ -147,7 +152,9 @@ def evaluate(
     if baseline_wrong is not None:
         baseline_path = save_model(str(tmp_path / "baseline"), baseline_wrong)
         if "baseline" in stored:
-            store_answers(baseline_path, "baseline", ingested)
+            store_answers(baseline_path, "baseline", ingested, baseline_flipped)
+        if unloadable_baseline:
+            shutil.rmtree(os.path.join(baseline_path, "variables"))
         baseline = harness.import_model(baseline_path, "baseline")
     evaluator = tfx.components.Evaluator(
         examples=examples.outputs[harness.IMPORT_KEY],
@@ -334,3 +341,27 @@ def test_a_stored_prediction_the_model_disagrees_with_stops_the_evaluator(tmp_pa
             flipped=set(eval_records(ingested)),
         )
     assert "STORED_EVAL_PREDICTIONS=false" in str(failure.value)
+
+
+def test_the_baseline_is_scored_from_its_stored_predictions_without_loading_it(tmp_path, datasets):
+    """The baseline is the last blessed model: its own Evaluator checked its stored answers,
+    on this same sample, when it was the candidate. They are not checked again, and its
+    SavedModel (variables deleted here, so it cannot load) is never loaded. Its wrong stored
+    answers, two of them on checked examples, are what is scored: 36/40."""
+    _, ingested = dataset = datasets["balanced"]
+    records = eval_records(ingested)
+    digest = stored_predictions.example_digest
+    checked = [r for r in records if stored_predictions.is_checked(digest(r))][:2]
+    unchecked = [r for r in records if r not in checked][: 4 - len(checked)]
+    decision, _ = evaluate(
+        tmp_path,
+        dataset,
+        candidate_wrong=[],
+        baseline_wrong=[],
+        stored=("candidate", "baseline"),
+        baseline_flipped=set(checked + unchecked),
+        unloadable_baseline=True,
+    )
+    assert checked  # the sample the candidate's check reads is not empty
+    assert decision.baseline.value == pytest.approx(36 / 40)
+    assert decision.candidate.value == pytest.approx(1.0)
