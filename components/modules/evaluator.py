@@ -64,7 +64,7 @@ def signature_output_keys(model_path: str, signature_name: str) -> list[str] | N
 @beam.typehints.with_input_types(tfma.types.Extracts)
 @beam.typehints.with_output_types(tfma.types.Extracts)
 class _StoredPredictionsDoFn(model_util.ModelSignaturesDoFn):
-    def __init__(self, model_specs, eval_shared_models: dict, model_uris: dict[str, str]):
+    def __init__(self, model_specs, eval_shared_models: dict):
         signature_names = {
             _tfma_model_name(spec.name, len(model_specs)): [spec.signature_name]
             for spec in model_specs
@@ -76,8 +76,8 @@ class _StoredPredictionsDoFn(model_util.ModelSignaturesDoFn):
             signature_names=signature_names,
             prefer_dict_outputs=False,  # as TFMA's PredictionsExtractor
         )
-        self._model_uris = model_uris
         self._model_paths = {name: model.model_path for name, model in eval_shared_models.items()}
+        self._model_uris = {name: _model_uri(path) for name, path in self._model_paths.items()}
         self._baselines = {
             _tfma_model_name(spec.name, len(model_specs))
             for spec in model_specs
@@ -96,7 +96,8 @@ class _StoredPredictionsDoFn(model_util.ModelSignaturesDoFn):
         self._tables: dict[str, dict[bytes, np.ndarray]] = {}
         self._class_names: dict[str, np.ndarray] = {}
         self._checked: set[str] = set()
-        # model -> its signature's output keys (None: a single unnamed output), once seen.
+        # model -> its signature's output keys (None: a single unnamed output): as its
+        # checked sample gave them, or from its signature def if it never runs here.
         self._output_keys: dict[str, list[str] | None] = {}
         for name, uri in self._model_uris.items():
             stored = stored_predictions.read(uri)
@@ -123,8 +124,9 @@ class _StoredPredictionsDoFn(model_util.ModelSignaturesDoFn):
     def _run_model(self, name: str, serialized: np.ndarray) -> Any:
         """TFMA's own call of one model's signature on these examples: a dict of outputs, or
         the one output's array (TFMA unwraps a one-output signature)."""
-        loaded = {**self._loaded_models, name: self._model(name)}
-        self._loaded_models = {name: loaded[name]}
+        model = self._model(name)
+        loaded = self._loaded_models
+        self._loaded_models = {name: model}  # TFMA's call runs every model it holds
         try:
             result = super()._batch_reducible_process({constants.INPUT_KEY: serialized})
         finally:
@@ -216,10 +218,9 @@ def stored_predictions_extractor(
     models = model_util.verify_and_update_eval_shared_models(eval_shared_model)
     specs = list(eval_config.model_specs)
     by_name = {_tfma_model_name(m.model_name, len(specs)): m for m in models}
-    uris = {name: _model_uri(model.model_path) for name, model in by_name.items()}
     return extractor.Extractor(
         stage_name=PREDICTIONS_STAGE_NAME,
-        ptransform=beam.ParDo(_StoredPredictionsDoFn(specs, by_name, uris)),
+        ptransform=beam.ParDo(_StoredPredictionsDoFn(specs, by_name)),
     )
 
 
