@@ -1,4 +1,5 @@
-"""Accuracy and cross-entropy of a classifier's probabilities, as plain TFMA metrics.
+"""Accuracy, cross-entropy and per-class recall of a classifier's probabilities, as plain
+TFMA metrics.
 
 TFMA's SparseCategoricalAccuracy and SparseCategoricalCrossentropy wrap the Keras metrics:
 each Beam combiner instance builds Keras metric objects, traces their update functions with
@@ -12,6 +13,10 @@ These compute the same numbers with numpy (the Keras definitions: argmax, ties t
 class index; probabilities clipped to [1e-7, 1 - 1e-7] and renormalised before the log),
 under the same metric names, so thresholds, the report and the run summary read them as
 before. The accumulator is two floats, which merges and encodes for nothing.
+
+ClassRecall gives each class's recall on the overall slice, one value per class (a
+`binarize: class_ids` sub key), so the gate needs no per-class slice (eval_config.py says
+what those cost).
 """
 
 from __future__ import annotations
@@ -23,10 +28,15 @@ import numpy as np
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 
+from components import calibration_histogram
 from components.metric_keys import metric_keys
+
+# Before TFMA builds any metric's computations: see calibration_histogram.py.
+calibration_histogram.install()
 
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 CROSSENTROPY_METRIC = "sparse_categorical_crossentropy"
+RECALL_METRIC = "class_recall"  # per class (sub key class_id)
 # tf_keras.backend.epsilon(): Keras clips probabilities to [EPSILON, 1 - EPSILON].
 EPSILON = 1e-7
 
@@ -139,3 +149,87 @@ class ClassCrossentropy(tfma.metrics.Metric):
 
     def __init__(self, name: str = CROSSENTROPY_METRIC):
         super().__init__(_weighted_mean(crossentropy), name=name)
+
+
+class _ClassRecallCombiner(beam.CombineFn):
+    """Per class: the share of its examples whose highest-probability class is it. One
+    combiner for all classes of one model and output; the accumulator is
+    [[weighted correct, weighted examples] per class]."""
+
+    def __init__(
+        self,
+        key: metric_types.MetricKey,
+        class_keys: list[metric_types.MetricKey],
+        eval_config: tfma.EvalConfig | None,
+    ):
+        self._key = key
+        self._class_keys = class_keys
+        self._index = {k.sub_key.class_id: i for i, k in enumerate(class_keys)}
+        self._eval_config = eval_config
+
+    def create_accumulator(self) -> list[list[float]]:
+        return [[0.0, 0.0] for _ in self._class_keys]
+
+    def add_input(
+        self, accumulator: list[list[float]], element: metric_types.StandardMetricInputs
+    ) -> list[list[float]]:
+        for true, probabilities, weight in labelled_predictions(
+            element, self._key, self._eval_config
+        ):
+            index = self._index.get(true)
+            if index is not None:
+                accumulator[index][0] += weight * correct(true, probabilities)
+                accumulator[index][1] += weight
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[list[list[float]]]) -> list[list[float]]:
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            for total, (hits, weight) in zip(merged, accumulator):
+                total[0] += hits
+                total[1] += weight
+        return merged
+
+    def extract_output(self, accumulator: list[list[float]]) -> dict:
+        return {
+            key: hits / weight if weight else float("nan")
+            for key, (hits, weight) in zip(self._class_keys, accumulator)
+        }
+
+
+def _class_recall(
+    name: str = RECALL_METRIC,
+    eval_config: tfma.EvalConfig | None = None,
+    model_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    sub_keys: list[metric_types.SubKey | None] | None = None,
+    example_weighted: bool = False,
+    class_names: list[str] | None = None,  # recorded in the config, not used here
+) -> metric_types.MetricComputations:
+    class_ids = [s.class_id for s in sub_keys or [] if s is not None and s.class_id is not None]
+    if not class_ids:
+        raise ValueError(f"{name} needs a MetricsSpec with binarize: class_ids")
+    computations = []
+    for key in metric_keys(name, model_names, output_names, example_weighted):
+        class_keys = [key._replace(sub_key=metric_types.SubKey(class_id=i)) for i in class_ids]
+        computations.append(
+            metric_types.MetricComputation(
+                keys=class_keys,
+                preprocessors=None,  # the raw labels and probabilities, not binarized
+                combiner=_ClassRecallCombiner(key, class_keys, eval_config),
+            )
+        )
+    return computations
+
+
+class ClassRecall(tfma.metrics.Metric):
+    """Each class's recall under the classifier's own rule (the highest-probability class
+    is the answer), one value per `binarize: class_ids` sub key: the accuracy on that
+    class's examples. TFMA's Recall cannot: a class_id (or binarize) with top_k is
+    refused, and without top_k it thresholds one class's probability at 0.5.
+
+    `class_names` (the class index's name, in order) rides in the metric's config so the
+    evaluation records them; the gate and the report read them from there."""
+
+    def __init__(self, name: str = RECALL_METRIC, class_names: list[str] | None = None):
+        super().__init__(_class_recall, name=name, class_names=class_names)

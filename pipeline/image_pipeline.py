@@ -55,6 +55,7 @@ MODULES_PACKAGE = "components.modules"  # MODULES_DIR, as the installed project 
 # What the Evaluator runs besides its module file: the TFMA metrics it names by module
 # (paths under components/).
 EVALUATOR_METRIC_MODULES = (
+    "calibration_histogram.py",
     "class_metrics.py",
     "eval_config.py",
     "metric_keys.py",
@@ -216,7 +217,7 @@ def create_pipeline(
         baseline_model=latest_blessed_model.outputs["model"],
         example_splits=[ingest.EVAL],
         eval_config=build_eval_config(
-            len(class_names), GateSettings(**config.values_for(GateSettings))
+            list(class_names), GateSettings(**config.values_for(GateSettings))
         ),
         # Predictions the Trainer stored are reused, a sample of the candidate's checked.
         # Its code is in the Trainer's fingerprint: a change to it makes a new model.

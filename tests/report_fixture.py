@@ -83,7 +83,7 @@ def evaluated_run(root: str) -> EvaluatedRun:
         examples=examples.outputs[harness.IMPORT_KEY],
         model=model.outputs[harness.IMPORT_KEY],
         eval_config=eval_config.build_eval_config(
-            len(ingested.class_names),
+            list(ingested.class_names),
             # Random weights: the gate is tested elsewhere; here the model must be pushed.
             eval_config.GateSettings(0.0, 0.0, 0.01, beat_majority_class=False),
         ),

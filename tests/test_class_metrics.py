@@ -72,3 +72,58 @@ def test_weights_count_only_when_tfma_asks_for_weighted_metrics():
     assert _run(metric, labels, probabilities, weights) == pytest.approx(0.5)
     weighted = _run(metric, labels, probabilities, weights, example_weighted=True)
     assert weighted == pytest.approx(0.75)
+
+
+def _class_recall(labels, probabilities, weights, classes, example_weighted=False) -> dict:
+    """ClassRecall's value per class id, over two merged partial accumulators."""
+    metric = class_metrics.ClassRecall(class_names=[str(i) for i in range(classes)])
+    (computation,) = metric.computations(
+        sub_keys=[metric_types.SubKey(class_id=i) for i in range(classes)],
+        example_weighted=example_weighted,
+    )
+    combiner = computation.combiner
+    halves = []
+    for part in np.array_split(np.arange(len(labels)), 2):
+        accumulator = combiner.create_accumulator()
+        for i in part:
+            element = metric_types.StandardMetricInputs(
+                labels=np.array([labels[i]]),
+                predictions=probabilities[i],
+                example_weights=np.array([weights[i]]),
+            )
+            accumulator = combiner.add_input(accumulator, element)
+        halves.append(accumulator)
+    output = combiner.extract_output(combiner.merge_accumulators(halves))
+    return {key.sub_key.class_id: value for key, value in output.items()}
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_class_recall_is_each_class_s_recall_under_argmax(classes):
+    """The same numbers as scikit-learn's recall of the argmax answers (ties to the lowest
+    class index, as Keras' accuracy): what the per-class slices' accuracy gave."""
+    from sklearn.metrics import recall_score
+
+    rng = np.random.default_rng(10 + classes)
+    probabilities = _probabilities(rng, 80, classes)
+    labels = rng.integers(0, classes, size=80)
+    weights = rng.uniform(0.5, 2.0, size=80)
+    answers = np.argmax(probabilities, axis=1)
+    expected = recall_score(labels, answers, labels=list(range(classes)), average=None)
+    found = _class_recall(labels, probabilities, weights, classes)
+    assert [found[i] for i in range(classes)] == pytest.approx(list(expected), abs=1e-12)
+    weighted = recall_score(
+        labels, answers, labels=list(range(classes)), average=None, sample_weight=weights
+    )
+    found = _class_recall(labels, probabilities, weights, classes, example_weighted=True)
+    assert [found[i] for i in range(classes)] == pytest.approx(list(weighted), abs=1e-12)
+
+
+def test_class_recall_of_a_class_without_examples_is_nan():
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]], dtype=np.float32)
+    found = _class_recall(np.array([0, 1]), probabilities, np.ones(2), 3)
+    assert found[0] == 1.0 and found[1] == 1.0 and np.isnan(found[2])
+
+
+def test_class_recall_needs_one_sub_key_per_class():
+    with pytest.raises(ValueError, match="binarize: class_ids"):
+        class_metrics.ClassRecall().computations()

@@ -153,7 +153,7 @@ def test_the_evaluator_lists_the_candidates_mistakes_next_to_a_baseline(tmp_path
         model=model.outputs[harness.IMPORT_KEY],
         baseline_model=baseline.outputs[harness.IMPORT_KEY],
         eval_config=eval_config.build_eval_config(
-            len(ingested.class_names), eval_config.GateSettings(0.6, 0.3, 0.01)
+            list(ingested.class_names), eval_config.GateSettings(0.6, 0.3, 0.01)
         ),
     )
     uri = harness.LocalRun(str(tmp_path / "run")).run(evaluator)["evaluation"][0].uri

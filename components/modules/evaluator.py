@@ -31,10 +31,14 @@ from tensorflow_model_analysis import constants
 from tensorflow_model_analysis.extractors import extractor
 from tensorflow_model_analysis.utils import model_util, util
 
+from components import calibration_histogram
 from components.modules import stored_predictions
 from components.modules.features import CLASS_INDEX_KEY, CLASS_NAME_KEY, PROBABILITIES_KEY
 
 PREDICTIONS_STAGE_NAME = "ExtractPredictions"  # TFMA's name for this step
+
+# The executor loads this module before TFMA builds the metrics: calibration_histogram.py.
+calibration_histogram.install()
 
 
 class StoredPredictionsMismatch(Exception):

@@ -14,7 +14,7 @@ import dataclasses
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.writers import eval_config_writer
 
-from components import eval_config
+from components import class_metrics, eval_config
 
 BASELINE_MODEL = "baseline"  # the name TFMA gives the baseline ModelSpec
 OVERALL = "overall"
@@ -83,7 +83,8 @@ def _slice_name(slice_key) -> str:
 
 def read_metrics(evaluation_uri: str) -> dict[str, dict[tuple[str, str, bool], Interval]]:
     """{slice: {(metric name, model name, is_diff): Interval}} for plain and macro-averaged
-    (`<name>_macro`) metrics; slice is "overall" or the class name of a `label_text` slice."""
+    (`<name>_macro`) metrics; slice is "overall" or, in evaluations made before
+    ClassRecall, the class name of a `label_text` slice."""
     result: dict[str, dict] = {}
     for metrics_for_slice in tfma.load_metrics(evaluation_uri):
         by_key = result.setdefault(_slice_name(metrics_for_slice.slice_key), {})
@@ -97,6 +98,51 @@ def read_metrics(evaluation_uri: str) -> dict[str, dict[tuple[str, str, bool], I
     return result
 
 
+def read_class_recall(
+    evaluation_uri: str, candidate: str, class_names: list[str]
+) -> dict[str, Interval]:
+    """{class name: recall} of the candidate: ClassRecall's sub keys, overall slice."""
+    recall = {}
+    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
+        if metrics_for_slice.slice_key.single_slice_keys:
+            continue
+        for entry in metrics_for_slice.metric_keys_and_values:
+            key = entry.key
+            if key.name == class_metrics.RECALL_METRIC and key.model_name == candidate:
+                recall[class_names[key.sub_key.class_id.value]] = _interval(entry)
+    return {name: recall[name] for name in class_names if name in recall}
+
+
+def read_class_counts(evaluation_uri: str, candidate: str) -> dict[int, int]:
+    """{class index: eval examples} from the candidate's MultiClassConfusionMatrixPlot."""
+    for plots_for_slice in tfma.load_plots(evaluation_uri):
+        if plots_for_slice.slice_key.single_slice_keys:
+            continue
+        for entry in plots_for_slice.plot_keys_and_values:
+            matrix = entry.value.multi_class_confusion_matrix_at_thresholds
+            if entry.key.model_name == candidate and matrix.matrices:
+                counts = eval_config.class_counts(matrix)
+                return {index: int(round(n)) for index, n in sorted(counts.items())}
+    return {}
+
+
+def class_results_from_slices(
+    metrics: dict[str, dict], candidate: str
+) -> tuple[dict[str, Interval], dict[str, int]]:
+    """(recall, eval examples) per class of an evaluation made before ClassRecall, whose
+    `label_text=<class>` slices held them: a slice's accuracy is its class's recall."""
+    classes = {name: slice_metrics for name, slice_metrics in metrics.items() if name != OVERALL}
+    recall = {
+        name: found[(eval_config.ACCURACY_METRIC, candidate, False)]
+        for name, found in sorted(classes.items())
+    }
+    counts = {
+        name: int(found[("example_count", candidate, False)].value)
+        for name, found in sorted(classes.items())
+    }
+    return recall, counts
+
+
 def _failed_rules(evaluation_uri: str) -> set[str]:
     failed = set()
     validation = tfma.load_validation_result(evaluation_uri)
@@ -107,7 +153,7 @@ def _failed_rules(evaluation_uri: str) -> set[str]:
                 failed.add(eval_config.RULE_BASELINE)
             elif failure.metric_key.name == eval_config.OVER_MAJORITY_METRIC:
                 failed.add(eval_config.RULE_MAJORITY)
-            elif not overall:
+            elif failure.metric_key.name == class_metrics.RECALL_METRIC or not overall:
                 failed.add(eval_config.RULE_CLASS_RECALL)
             else:
                 failed.add(eval_config.RULE_ACCURACY)
@@ -133,8 +179,11 @@ def _bounds(config: tfma.EvalConfig, candidate: str) -> dict[str, list[float]]:
             continue
         for slice_spec, threshold in entries:
             if key.name == eval_config.ACCURACY_METRIC and not key.is_diff:
+                # (a per-class slice's accuracy: evaluations made before ClassRecall)
                 kind = "per_class" if slice_spec and slice_spec.feature_keys else "overall"
                 bounds[kind].append(threshold.lower_bound.value)
+            elif key.name == class_metrics.RECALL_METRIC:
+                bounds["per_class"].append(threshold.lower_bound.value)
             elif key.name == eval_config.DIFF_UPPER_BOUND_METRIC:
                 bounds["max_drop"].append(-threshold.absolute.value)
             elif key.name == eval_config.OVER_MAJORITY_METRIC:
@@ -208,16 +257,18 @@ def read_gate(evaluation_uri: str) -> GateDecision:
     candidate = next((s.name for s in config.model_specs if not s.is_baseline), "")
     accuracy = eval_config.ACCURACY_METRIC
     overall = metrics.get(OVERALL, {})
-    classes = sorted(name for name in metrics if name != OVERALL)
-    class_counts = {
-        name: int(metrics[name][("example_count", candidate, False)].value) for name in classes
-    }
+    class_names = eval_config.class_names(config)
+    if class_names:
+        class_recall = read_class_recall(evaluation_uri, candidate, class_names)
+        counts = read_class_counts(evaluation_uri, candidate)
+        class_counts = {name: counts.get(i, 0) for i, name in enumerate(class_names)}
+    else:
+        class_recall, class_counts = class_results_from_slices(metrics, candidate)
     total = sum(class_counts.values())
     majority_rate = max(class_counts.values()) / total if total else 0.0
     failed = _failed_rules(evaluation_uri)
     bounds = _bounds(config, candidate)
     candidate_accuracy = overall[(accuracy, candidate, False)]
-    class_recall = {name: metrics[name][(accuracy, candidate, False)] for name in classes}
     baseline = overall.get((accuracy, BASELINE_MODEL, False)) if has_baseline else None
     difference = overall.get((accuracy, candidate, True)) if has_baseline else None
 

@@ -161,7 +161,7 @@ def evaluate(
         model=model.outputs[harness.IMPORT_KEY],
         baseline_model=baseline.outputs[harness.IMPORT_KEY] if baseline else None,
         eval_config=eval_config.build_eval_config(
-            len(ingested.class_names),
+            list(ingested.class_names),
             eval_config.GateSettings(
                 accuracy_threshold=accuracy_threshold,
                 min_class_recall=min_class_recall,
@@ -180,7 +180,7 @@ def outcome(decision: gate.GateDecision) -> dict[str, bool]:
     return {r.name: r.passed for r in decision.rules if r.applied}
 
 
-def test_blesses_a_good_model_and_per_class_slices_gate_only_through_the_floor(tmp_path, datasets):
+def test_blesses_a_good_model_and_class_recall_gates_only_through_its_floor(tmp_path, datasets):
     """Imbalanced eval split (30 + 10), no baseline yet: accuracy 0.85 is above the
     threshold and the majority-class rate 0.75; the minority class's recall 0.4 is below
     ACCURACY_THRESHOLD (which holds for the overall slice only) but above MIN_CLASS_RECALL."""
