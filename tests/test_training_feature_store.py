@@ -51,8 +51,9 @@ def parts(tmp_path_factory):
     return tmp, transform_dir, datasets, train, eval_, backbone, dataset
 
 
-def _features(parts, store: str, eval_: str | None = None, eval_dataset=None, **key):
-    """head_features through the store, as run_fn and tuner_fn call it."""
+def _features(parts, store: str, eval_: str | None = None, eval_dataset=None, built=None, **key):
+    """head_features through the store, as run_fn and tuner_fn call it. With a `built`
+    list, each split's dataset is passed as a function that records its split there."""
     tmp, transform_dir, datasets, train, default_eval, backbone, _ = parts
     eval_ = eval_ or default_eval
     options = trainer.TrainingOptions(batch_size=4, feature_cache_dir=store)
@@ -65,18 +66,17 @@ def _features(parts, store: str, eval_: str | None = None, eval_dataset=None, **
         options,
     )
     keys = {split: dataclasses.replace(k, **key) for split, k in keys.items()}
-    return trainer.head_features(
-        backbone,
-        BACKBONE,
-        IMAGE_SIZE,
-        {
-            "train": datasets[train],
-            "eval": datasets[default_eval] if eval_dataset is None else eval_dataset,
-        },
-        options,
-        str(tmp),
-        keys,
-    )
+    sources = {
+        "train": datasets[train],
+        "eval": datasets[default_eval] if eval_dataset is None else eval_dataset,
+    }
+    if built is not None:
+
+        def source(split, dataset):
+            return lambda: built.append(split) or dataset
+
+        sources = {split: source(split, dataset) for split, dataset in sources.items()}
+    return trainer.head_features(backbone, BACKBONE, IMAGE_SIZE, sources, options, str(tmp), keys)
 
 
 def test_every_part_of_the_key_changes_its_digest():
@@ -114,6 +114,24 @@ def test_stored_features_are_reused_and_a_key_change_recomputes_them(parts, tmp_
     assert changed["train"].backbone_images == 0
     assert changed["eval"].backbone_images == N_EVAL
     assert feature_cache.store_size_bytes(store) > 0
+
+
+def test_a_hit_builds_no_input_pipeline(parts, tmp_path):
+    """run_fn passes its datasets as functions: a split whose features come from the store
+    does not count its records or trace the Transform graph into tf.data."""
+    store = str(tmp_path / "store")
+    built: list[str] = []
+    first = _features(parts, store, built=built)
+    assert sorted(built) == ["eval", "train"]
+    assert first["train"].backbone_images == N_TRAIN
+    built.clear()
+    again = _features(parts, store, built=built)
+    assert built == []
+    assert again["train"].reused and again["eval"].reused
+    # A new key for eval only: only its pipeline is built.
+    _, other_eval = _raw_files(tmp_path, eval_seed=556)
+    _features(parts, store, eval_=other_eval, eval_dataset=parts[6](other_eval), built=built)
+    assert built == ["eval"]
 
 
 def test_a_corrupt_or_torn_cache_file_is_detected_and_recomputed(parts, tmp_path, caplog):

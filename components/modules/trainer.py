@@ -25,6 +25,7 @@ split plays no part in training: this happens after it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -51,6 +52,7 @@ from components.modules import (
     tf_data,
 )
 from components.modules.backbones import get_backbone
+from components.modules.feature_cache import DatasetSource, dataset_of
 from components.modules.options import TrainingOptions
 from components.modules.weights import WeightsRecord, log_loud_warning, weights_digest
 
@@ -186,15 +188,15 @@ def head_features(
     backbone: tf_keras.Model | Callable[[], tf_keras.Model],
     backbone_name: str,
     image_size: int,
-    datasets: Mapping[str, tf.data.Dataset],
+    datasets: Mapping[str, DatasetSource],
     options: TrainingOptions,
     work_dir: str,
     keys: Mapping[str, feature_cache.CacheKey] | None = None,
 ) -> dict[str, feature_cache.FeatureCache]:
     """split -> pooled features of `datasets[split]`: from the store under
     options.feature_cache_dir when `keys` are given and an earlier run (or the Tuner)
-    computed them, else one backbone pass. `backbone` may be a function building it: then
-    it is built only on a miss."""
+    computed them, else one backbone pass. `backbone` and the datasets may be functions
+    building them: then they are built only on a miss."""
     budget = options.cache_memory_mb * 1024 * 1024
     built: list[tf_keras.Model] = []
 
@@ -214,7 +216,9 @@ def head_features(
             )
         else:  # no key: scratch features for this run only
             path = os.path.join(work_dir, f"{split}{feature_cache.DATA_SUFFIX}")
-            caches[split] = feature_cache.cache_features(get_extractor(), dataset, budget, path)
+            caches[split] = feature_cache.cache_features(
+                get_extractor(), dataset_of(dataset), budget, path
+            )
     return caches
 
 
@@ -223,8 +227,8 @@ def train_head_cached(
     backbone_name: str,
     head: tf_keras.Model,
     image_size: int,
-    train_dataset: tf.data.Dataset,
-    eval_dataset: tf.data.Dataset,
+    train_dataset: DatasetSource,
+    eval_dataset: DatasetSource,
     options: TrainingOptions,
     work_dir: str,
     log_dir: str | None = None,
@@ -300,13 +304,13 @@ def train(
     backbone: tf_keras.Model,
     head: tf_keras.Model,
     image_size: int,
-    train_dataset: tf.data.Dataset,
-    eval_dataset: tf.data.Dataset,
+    train_dataset: DatasetSource,
+    eval_dataset: DatasetSource,
     options: TrainingOptions,
     work_dir: str,
     log_dir: str | None = None,
     cache_keys: Mapping[str, feature_cache.CacheKey] | None = None,
-    feature_train_dataset: tf.data.Dataset | None = None,
+    feature_train_dataset: DatasetSource | None = None,
 ) -> tuple[tf_keras.Model, dict]:
     """All phases; returns the full model (backbone + head) for export and the history.
 
@@ -314,7 +318,9 @@ def train(
     the uncached paths; `eval_dataset` the same, unshuffled. `feature_train_dataset`
     (default: train_dataset) is what the backbone pass reads for the cached features:
     unshuffled, so stored features do not depend on the seed. With `cache_keys` and
-    options.feature_cache_dir, cached features persist and are reused across runs.
+    options.feature_cache_dir, cached features persist and are reused across runs. Each
+    dataset may be a function that builds it (once: pass a cached one), called only where
+    the dataset is read.
     """
     phases: dict[str, float] = {}
     start = time.perf_counter()
@@ -340,12 +346,12 @@ def train(
                 options.augmentation,
             )
         augmenter = augmentation.build(options.augmentation, options.seed)
-        train_dataset = augmentation.apply(train_dataset, augmenter)
+        train_dataset = augmentation.apply(dataset_of(train_dataset), augmenter)
         network = model.build_model(backbone, head, image_size)
         history = train_network(
             network,
             train_dataset,
-            eval_dataset,
+            dataset_of(eval_dataset),
             options,
             learning_rate=options.learning_rate,
             initial_epoch=0,
@@ -368,8 +374,8 @@ def train(
         )
         more = train_network(
             network,
-            train_dataset,  # augmented already when augmentation is on
-            eval_dataset,
+            dataset_of(train_dataset),  # augmented already when augmentation is on
+            dataset_of(eval_dataset),
             options,
             learning_rate=options.fine_tune_learning_rate,
             # The frozen phase may have stopped early: continue from where it ended.
@@ -448,7 +454,7 @@ def store_eval_predictions(
         backbone,
         config["backbone"],
         config["image_size"],
-        {"evaluator": parsed_examples_dataset(records, tf_transform_output)},
+        {"evaluator": lambda: parsed_examples_dataset(records, tf_transform_output)},
         options,
         work_dir,
         keys,
@@ -487,14 +493,17 @@ def run_fn(fn_args: FnArgs) -> None:
     )
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
-    def dataset(files, shuffle):
-        return make_dataset(
-            files,
-            fn_args.data_accessor,
-            tf_transform_output,
-            options.batch_size,
-            shuffle,
-            options.seed,
+    def dataset(files, shuffle) -> Callable[[], tf.data.Dataset]:
+        # Built where it is read, once: not at all when the features come from the store.
+        return functools.cache(
+            lambda: make_dataset(
+                files,
+                fn_args.data_accessor,
+                tf_transform_output,
+                options.batch_size,
+                shuffle,
+                options.seed,
+            )
         )
 
     train_dataset = dataset(fn_args.train_files, shuffle=options.shuffle)

@@ -142,8 +142,8 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
     tf_transform_output = tft.TFTransformOutput(transform_graph)
 
     def dataset(files):
-        # Unshuffled: this pass only feeds the backbone once (or not at all on a hit).
-        return trainer.make_dataset(
+        # Unshuffled: this pass only feeds the backbone once; built only on a miss.
+        return lambda: trainer.make_dataset(
             files, fn_args.data_accessor, tf_transform_output, options.batch_size, False, 0
         )
 
