@@ -79,8 +79,9 @@ test: setup  ## the whole test suite, end-to-end runs included
 test-fast: setup  ## the tests that take seconds (no end-to-end pipeline runs)
 	$(PY) -m pytest -q -m "not slow"
 
-lint: setup  ## ruff
+lint: setup  ## ruff: the rules and the formatting
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 bench: setup  ## benchmarks; results in bench/results/
 	$(PY) -m bench.run_all

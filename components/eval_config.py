@@ -195,6 +195,7 @@ def build_eval_config(class_names: list[str], gate: GateSettings) -> tfma.EvalCo
 
     def on_overall(threshold: tfma.MetricThreshold) -> list[tfma.PerSliceMetricThreshold]:
         return [tfma.PerSliceMetricThreshold(slicing_specs=[overall], threshold=threshold)]
+
     majority_metrics = []
     if gate.beat_majority_class:
         majority_metrics.append(

@@ -103,9 +103,7 @@ def user_code(module_file: str, function: str | None, packaged: bool) -> dict:
     return {function: f"{MODULES_PACKAGE}.{module}.{function}"}
 
 
-def example_gen_and_classes(
-    config: PipelineConfig, images_dir: str | RuntimeParameter
-) -> tuple:
+def example_gen_and_classes(config: PipelineConfig, images_dir: str | RuntimeParameter) -> tuple:
     """(ExampleGen, Trainer class config) for an image folder or a folder of image TFRecords.
 
     ImageExampleGen writes the class names and counts into its artifact, where the Trainer
@@ -243,7 +241,9 @@ def create_pipeline(
         model_blessing=evaluator.outputs["blessing"],
         extra_assets=report.outputs["model_card"],  # into <version>/assets.extra/
         push_destination=pusher_pb2.PushDestination(
-            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_model_dir)
+            filesystem=pusher_pb2.PushDestination.Filesystem(
+                base_directory=config.serving_model_dir
+            )
         ),
     ).with_id("Pusher")  # the node id the run summary and ML Metadata queries use
     return Pipeline(
@@ -264,8 +264,6 @@ def create_pipeline(
             push,
         ],
         enable_cache=config.enable_cache,
-        metadata_connection_config=metadata.sqlite_metadata_connection_config(
-            config.metadata_path
-        ),
+        metadata_connection_config=metadata.sqlite_metadata_connection_config(config.metadata_path),
         beam_pipeline_args=config.beam_args,
     )

@@ -40,8 +40,7 @@ def test_bad_values_name_the_knob():
 def test_configs_import_no_tensorflow():
     """Reading the knobs (the Makefile, the runners' wiring) does not pay TensorFlow's import."""
     code = (
-        "import sys, pipeline.configs; "
-        "print(sorted(m for m in sys.modules if 'tensorflow' in m))"
+        "import sys, pipeline.configs; print(sorted(m for m in sys.modules if 'tensorflow' in m))"
     )
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
     result = subprocess.run(

@@ -103,9 +103,7 @@ def test_efficientnet_has_the_input_scaling_keras_adds_for_imagenet_weights():
 
     # Numerically: the stem feeds stem_conv_pad (x/255 - mean) / sqrt(var) / sqrt(stddev).
     mean, variance = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]) ** 2
-    layers[normalization].set_weights(
-        [mean, variance] + layers[normalization].get_weights()[2:]
-    )
+    layers[normalization].set_weights([mean, variance] + layers[normalization].get_weights()[2:])
     stem_input = tf_keras.Model(network.input, layers[stem].input)
     pixels = np.random.default_rng(0).uniform(0, 255, (1, IMAGE_SIZE, IMAGE_SIZE, 3))
     expected = (pixels / 255 - mean) / np.sqrt(variance) / np.sqrt([0.229, 0.224, 0.225])

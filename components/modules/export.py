@@ -121,4 +121,3 @@ def export_serving_model(
     _mark_classify_signature(export_dir)
     write_training_metadata(export_dir, {**metadata, "class_names": list(class_names)})
     warmup.write_warmup_requests(export_dir)  # TF Serving replays these before serving
-

@@ -125,7 +125,9 @@ def _worst_errors(
         metric_types.MetricComputation(
             keys=[key],
             # Labels and predictions (the defaults) plus the one feature that names the example.
-            preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[features.SOURCE_PATH_KEY])],
+            preprocessors=[
+                metric_types.FeaturePreprocessor(feature_keys=[features.SOURCE_PATH_KEY])
+            ],
             combiner=WorstErrorsCombiner(key, eval_config),
         )
         for key in keys

@@ -58,9 +58,7 @@ def test_unknown_mode_is_refused():
 
 @pytest.mark.slow  # a pipeline run up to the gate: ingest, ExampleGen, statistics, validation
 def test_blocked_run_exits_2_with_the_message(tmp_path):
-    images = {
-        name: harness.coloured_images(8, colour, size=32) for name, colour in COLOURS.items()
-    }
+    images = {name: harness.coloured_images(8, colour, size=32) for name, colour in COLOURS.items()}
     for name, encoded in images.items():
         os.makedirs(tmp_path / "images" / name)
         for index, data in enumerate(encoded):

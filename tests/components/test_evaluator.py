@@ -183,7 +183,7 @@ def outcome(decision: gate.GateDecision) -> dict[str, bool]:
 def test_blesses_a_good_model_and_class_recall_gates_only_through_its_floor(tmp_path, datasets):
     """Imbalanced eval split (30 + 10), no baseline yet: accuracy 0.85 is above the
     threshold and the majority-class rate 0.75; the minority class's recall 0.4 is below
-    ACCURACY_THRESHOLD (which holds for the overall slice only) but above MIN_CLASS_RECALL."""
+    ACCURACY_THRESHOLD (a rule for overall accuracy) but above MIN_CLASS_RECALL."""
     dataset = datasets["imbalanced"]
     wrong = eval_paths(dataset[1], "not_hot_dog")[:6]
     decision, blessed = evaluate(tmp_path, dataset, wrong)

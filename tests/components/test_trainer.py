@@ -129,9 +129,13 @@ def test_stored_eval_predictions_are_what_the_exported_model_answers(frozen_mode
     records = _eval_records(dataset)
     assert stored is not None and len(stored.digests) == len(records) > 0
     assert stored.class_names == tuple(dataset.class_names)
-    served = tf.saved_model.load(frozen_model).signatures[features.TF_EXAMPLE_SIGNATURE](
-        **{features.TF_EXAMPLE_INPUT_KEY: tf.constant(records)}
-    )[features.PROBABILITIES_KEY].numpy()
+    served = (
+        tf.saved_model.load(frozen_model)
+        .signatures[features.TF_EXAMPLE_SIGNATURE](
+            **{features.TF_EXAMPLE_INPUT_KEY: tf.constant(records)}
+        )[features.PROBABILITIES_KEY]
+        .numpy()
+    )
     table = stored.table()
     by_record = np.stack([table[stored_predictions.example_digest(r)] for r in records])
     np.testing.assert_allclose(by_record, served, atol=1e-5)
