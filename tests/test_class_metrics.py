@@ -19,11 +19,10 @@ def _probabilities(rng: np.random.Generator, n: int, classes: int) -> np.ndarray
     return p
 
 
-def _run(
-    metric: tfma.metrics.Metric, labels, probabilities, weights, example_weighted=False
-) -> float:
-    """The metric's combiner over two partial accumulators, as Beam merges them."""
-    (computation,) = metric.computations(example_weighted=example_weighted)
+def _outputs(metric: tfma.metrics.Metric, labels, probabilities, weights, **kwargs) -> dict:
+    """The metric's one combiner over two partial accumulators, as Beam merges them:
+    {key: value}. `kwargs` go to metric.computations."""
+    (computation,) = metric.computations(**kwargs)
     combiner = computation.combiner
     halves = []
     for part in np.array_split(np.arange(len(labels)), 2):
@@ -36,7 +35,15 @@ def _run(
             )
             accumulator = combiner.add_input(accumulator, element)
         halves.append(accumulator)
-    (value,) = combiner.extract_output(combiner.merge_accumulators(halves)).values()
+    return combiner.extract_output(combiner.merge_accumulators(halves))
+
+
+def _run(
+    metric: tfma.metrics.Metric, labels, probabilities, weights, example_weighted=False
+) -> float:
+    (value,) = _outputs(
+        metric, labels, probabilities, weights, example_weighted=example_weighted
+    ).values()
     return value
 
 
@@ -75,25 +82,15 @@ def test_weights_count_only_when_tfma_asks_for_weighted_metrics():
 
 
 def _class_recall(labels, probabilities, weights, classes, example_weighted=False) -> dict:
-    """ClassRecall's value per class id, over two merged partial accumulators."""
-    metric = class_metrics.ClassRecall(class_names=[str(i) for i in range(classes)])
-    (computation,) = metric.computations(
+    """ClassRecall's value per class id."""
+    output = _outputs(
+        class_metrics.ClassRecall(class_names=[str(i) for i in range(classes)]),
+        labels,
+        probabilities,
+        weights,
         sub_keys=[metric_types.SubKey(class_id=i) for i in range(classes)],
         example_weighted=example_weighted,
     )
-    combiner = computation.combiner
-    halves = []
-    for part in np.array_split(np.arange(len(labels)), 2):
-        accumulator = combiner.create_accumulator()
-        for i in part:
-            element = metric_types.StandardMetricInputs(
-                labels=np.array([labels[i]]),
-                predictions=probabilities[i],
-                example_weights=np.array([weights[i]]),
-            )
-            accumulator = combiner.add_input(accumulator, element)
-        halves.append(accumulator)
-    output = combiner.extract_output(combiner.merge_accumulators(halves))
     return {key.sub_key.class_id: value for key, value in output.items()}
 
 
