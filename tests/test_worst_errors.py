@@ -21,7 +21,7 @@ from tfx import v1 as tfx
 
 from components import eval_config
 from components.modules import features
-from components.report import build, gate, worst_errors
+from components.report import gate, worst_errors
 from components.report.worst_errors import WORST_ERRORS, WorstError
 from tests.components import harness
 from tests.components.test_evaluator import COLORS, save_model
@@ -158,7 +158,7 @@ def test_the_evaluator_lists_the_candidates_mistakes_next_to_a_baseline(tmp_path
     )
     uri = harness.LocalRun(str(tmp_path / "run")).run(evaluator)["evaluation"][0].uri
 
-    listed = worst_errors.read(uri, build.candidate_model(uri))
+    listed = worst_errors.read(uri, gate.candidate_model(uri))
     classes = list(ingested.class_names)
     true = {path: classes.index(path.split("/")[1]) for path in candidate_wrong}
     assert listed == [

@@ -22,11 +22,11 @@ import json
 import os
 
 import tensorflow as tf
-import tensorflow_model_analysis as tfma
 from PIL import Image
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.utils import path_utils
 
+from components import eval_config
 from components.modules import features, training_metadata
 from components.report import gate, plots, worst_errors
 
@@ -108,31 +108,9 @@ def worst_errors_entries(
     ]
 
 
-def candidate_model(evaluation_uri: str) -> str:
-    """The candidate's model name in an Evaluator output ("" when there is no baseline)."""
-    config = tfma.writers.eval_config_writer.load_eval_run(evaluation_uri)[0]
-    return next((s.name for s in config.model_specs if not s.is_baseline), "")
-
-
-def _candidate_plots(evaluation_uri: str) -> dict:
-    """Overall-slice plots of the candidate model: {(plot name, class id or None): PlotData}."""
-    candidate = candidate_model(evaluation_uri)
-    found = {}
-    for plots_for_slice in tfma.load_plots(evaluation_uri):
-        if plots_for_slice.slice_key.single_slice_keys:
-            continue
-        for entry in plots_for_slice.plot_keys_and_values:
-            if entry.key.model_name != candidate:
-                continue
-            class_id = entry.key.sub_key.class_id.value if entry.key.HasField("sub_key") else None
-            found[(entry.key.name, class_id)] = entry.value
-    return found
-
-
 def tfma_confusion_matrix(evaluation_uri: str, num_classes: int) -> list[list[int]]:
     """counts[true][predicted] from TFMA's MultiClassConfusionMatrixPlot (argmax, threshold 0)."""
-    found = _candidate_plots(evaluation_uri)
-    data = next(v for (name, _), v in found.items() if name == "multi_class_confusion_matrix_plot")
+    data = gate.candidate_plots(evaluation_uri)[(eval_config.CONFUSION_MATRIX_PLOT_NAME, None)]
     counts = [[0] * num_classes for _ in range(num_classes)]
     matrix = data.multi_class_confusion_matrix_at_thresholds.matrices[0]
     for entry in matrix.entries:
@@ -184,7 +162,7 @@ def _curves(found: dict, class_names: list[str]) -> tuple[dict, dict]:
 def _metrics_table(evaluation_uri: str) -> dict:
     """{metric: {candidate, baseline, difference}} for the overall slice, each an
     Interval as a dict (value and 95 % bounds) or None."""
-    candidate = candidate_model(evaluation_uri)
+    candidate = gate.candidate_model(evaluation_uri)
     overall = gate.read_metrics(evaluation_uri).get(gate.OVERALL, {})
     names = sorted({name for (name, model, _diff) in overall if model == candidate})
     table = {}
@@ -235,7 +213,7 @@ def build_report_data(inputs: ReportInputs) -> tuple[dict, dict[str, bytes]]:
         name: counts[i][i] / sum(counts[i]) if sum(counts[i]) else 0.0
         for i, name in enumerate(class_names)
     }
-    roc, calibration = _curves(_candidate_plots(inputs.evaluation_uri), class_names)
+    roc, calibration = _curves(gate.candidate_plots(inputs.evaluation_uri), class_names)
     records = eval_records(inputs.examples_uri, inputs.eval_split)
     ingest = inputs.ingest_report
     data = {
@@ -258,7 +236,7 @@ def build_report_data(inputs: ReportInputs) -> tuple[dict, dict[str, bytes]]:
         "calibration": calibration,
         "worst_errors": worst_errors_entries(
             records,
-            worst_errors.read(inputs.evaluation_uri, candidate_model(inputs.evaluation_uri)),
+            worst_errors.read(inputs.evaluation_uri, gate.candidate_model(inputs.evaluation_uri)),
             class_names,
         ),
         "data": {

@@ -10,6 +10,7 @@ model card all print this one record.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.writers import eval_config_writer
@@ -81,49 +82,84 @@ def _slice_name(slice_key) -> str:
     return single.bytes_value.decode() if single.bytes_value else str(single.int64_value)
 
 
+def _metric_entries(evaluation_uri: str) -> list[tuple[str, Any]]:
+    """(slice name, MetricKeyAndValue) of every metric in the evaluation, read once."""
+    return [
+        (_slice_name(metrics_for_slice.slice_key), entry)
+        for metrics_for_slice in tfma.load_metrics(evaluation_uri)
+        for entry in metrics_for_slice.metric_keys_and_values
+    ]
+
+
+def _by_slice(entries: list[tuple[str, Any]]) -> dict[str, dict[tuple[str, str, bool], Interval]]:
+    result: dict[str, dict] = {}
+    for slice_name, entry in entries:
+        by_key = result.setdefault(slice_name, {})
+        key = entry.key
+        if key.HasField("sub_key"):
+            continue  # one class of a binarized metric
+        name = key.name + ("_macro" if key.aggregation_type.macro_average else "")
+        if entry.value.HasField("double_value"):
+            by_key[(name, key.model_name, key.is_diff)] = _interval(entry)
+    return result
+
+
 def read_metrics(evaluation_uri: str) -> dict[str, dict[tuple[str, str, bool], Interval]]:
     """{slice: {(metric name, model name, is_diff): Interval}} for plain and macro-averaged
     (`<name>_macro`) metrics; slice is "overall" or, in evaluations made before
     ClassRecall, the class name of a `label_text` slice."""
-    result: dict[str, dict] = {}
-    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
-        by_key = result.setdefault(_slice_name(metrics_for_slice.slice_key), {})
-        for entry in metrics_for_slice.metric_keys_and_values:
-            key = entry.key
-            if key.HasField("sub_key"):
-                continue  # one class of a binarized metric
-            name = key.name + ("_macro" if key.aggregation_type.macro_average else "")
-            if entry.value.HasField("double_value"):
-                by_key[(name, key.model_name, key.is_diff)] = _interval(entry)
-    return result
+    return _by_slice(_metric_entries(evaluation_uri))
 
 
-def read_class_recall(
-    evaluation_uri: str, candidate: str, class_names: list[str]
+def _class_recall(
+    entries: list[tuple[str, Any]], candidate: str, class_names: list[str]
 ) -> dict[str, Interval]:
     """{class name: recall} of the candidate: ClassRecall's sub keys, overall slice."""
-    recall = {}
-    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
-        if metrics_for_slice.slice_key.single_slice_keys:
-            continue
-        for entry in metrics_for_slice.metric_keys_and_values:
-            key = entry.key
-            if key.name == class_metrics.RECALL_METRIC and key.model_name == candidate:
-                recall[class_names[key.sub_key.class_id.value]] = _interval(entry)
+    recall = {
+        class_names[entry.key.sub_key.class_id.value]: _interval(entry)
+        for slice_name, entry in entries
+        if slice_name == OVERALL
+        and entry.key.name == class_metrics.RECALL_METRIC
+        and entry.key.model_name == candidate
+    }
     return {name: recall[name] for name in class_names if name in recall}
 
 
-def read_class_counts(evaluation_uri: str, candidate: str) -> dict[int, int]:
-    """{class index: eval examples} from the candidate's MultiClassConfusionMatrixPlot."""
+def candidate_name(config: tfma.EvalConfig) -> str:
+    """The candidate's model name in an eval config ("" when there is no baseline)."""
+    return next((s.name for s in config.model_specs if not s.is_baseline), "")
+
+
+def candidate_model(evaluation_uri: str) -> str:
+    """The candidate's model name in an Evaluator output ("" when there is no baseline)."""
+    return candidate_name(eval_config_writer.load_eval_run(evaluation_uri)[0])
+
+
+def candidate_plots(evaluation_uri: str, candidate: str | None = None) -> dict:
+    """Overall-slice plots of the candidate model: {(plot name, class id or None): PlotData}."""
+    if candidate is None:
+        candidate = candidate_model(evaluation_uri)
+    found = {}
     for plots_for_slice in tfma.load_plots(evaluation_uri):
         if plots_for_slice.slice_key.single_slice_keys:
             continue
         for entry in plots_for_slice.plot_keys_and_values:
-            matrix = entry.value.multi_class_confusion_matrix_at_thresholds
-            if entry.key.model_name == candidate and matrix.matrices:
-                counts = eval_config.class_counts(matrix)
-                return {index: int(round(n)) for index, n in sorted(counts.items())}
-    return {}
+            if entry.key.model_name != candidate:
+                continue
+            class_id = entry.key.sub_key.class_id.value if entry.key.HasField("sub_key") else None
+            found[(entry.key.name, class_id)] = entry.value
+    return found
+
+
+def read_class_counts(evaluation_uri: str, candidate: str) -> dict[int, int]:
+    """{class index: eval examples} from the candidate's MultiClassConfusionMatrixPlot."""
+    data = candidate_plots(evaluation_uri, candidate).get(
+        (eval_config.CONFUSION_MATRIX_PLOT_NAME, None)
+    )
+    if data is None:
+        return {}
+    counts = eval_config.class_counts(data.multi_class_confusion_matrix_at_thresholds)
+    return {index: int(round(n)) for index, n in sorted(counts.items())}
 
 
 def class_results_from_slices(
@@ -252,14 +288,15 @@ def _baseline_rule(failed: set[str], difference, max_drops: list[float]) -> Rule
 def read_gate(evaluation_uri: str) -> GateDecision:
     """The decision recorded in a ModelEvaluation artifact (the Evaluator's output)."""
     config = eval_config_writer.load_eval_run(evaluation_uri)[0]
-    metrics = read_metrics(evaluation_uri)
+    entries = _metric_entries(evaluation_uri)
+    metrics = _by_slice(entries)
     has_baseline = any(spec.is_baseline for spec in config.model_specs)
-    candidate = next((s.name for s in config.model_specs if not s.is_baseline), "")
+    candidate = candidate_name(config)
     accuracy = eval_config.ACCURACY_METRIC
     overall = metrics.get(OVERALL, {})
     class_names = eval_config.class_names(config)
     if class_names:
-        class_recall = read_class_recall(evaluation_uri, candidate, class_names)
+        class_recall = _class_recall(entries, candidate, class_names)
         counts = read_class_counts(evaluation_uri, candidate)
         class_counts = {name: counts.get(i, 0) for i, name in enumerate(class_names)}
     else:
