@@ -23,9 +23,11 @@ COPY pyproject.toml uv.lock .python-version README.md ./
 RUN uv sync --frozen --no-dev --no-install-project --python /usr/local/bin/python3.10
 
 COPY components ./components
+COPY models ./models
 COPY pipeline ./pipeline
 COPY schemas ./schemas
 COPY serving ./serving
+COPY tools ./tools
 RUN uv sync --frozen --no-dev --python /usr/local/bin/python3.10
 
 ENV PATH=/pipeline/.venv/bin:$PATH \

@@ -3,7 +3,6 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON_VERSION := $(shell cat .python-version)
 VENV := .venv
 PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
@@ -28,22 +27,19 @@ TENSORBOARD_PORT ?= 6006
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-# uv comes from PyPI into the pinned interpreter; the venv is built from uv.lock only.
+# The venv is built from uv.lock only, with the Python of .python-version: pyenv's, a
+# python3.10 on PATH, or (neither found) uv's own managed Python (tools/setup_venv.sh).
 # --compile-bytecode writes every installed module's .pyc once, here: without them, a shell
 # with PYTHONDONTWRITEBYTECODE=1 (common in containers and CI) compiles TF, Beam, TFX and
 # TFMA from source at every start: 10.5-11.9 s to import them, 6.0-7.9 s with the .pyc.
 # (Up-to-date files are skipped, so a re-sync costs ~1.5 s.)
-$(VENV)/.synced: pyproject.toml uv.lock .python-version Makefile
-	@PY310="$$(pyenv prefix $(PYTHON_VERSION) 2>/dev/null)/bin/python$(basename $(PYTHON_VERSION))"; \
-	[ -x "$$PY310" ] || PY310="$$(command -v python$(basename $(PYTHON_VERSION)))"; \
-	[ -x "$$PY310" ] || { echo "Python $(PYTHON_VERSION) not found (pyenv install $(PYTHON_VERSION))"; exit 1; }; \
-	"$$PY310" -m uv --version >/dev/null 2>&1 || "$$PY310" -m pip install -q "uv==0.13.9"; \
-	"$$PY310" -m uv sync --frozen --compile-bytecode --python "$$PY310"
+$(VENV)/.synced: pyproject.toml uv.lock .python-version Makefile tools/setup_venv.sh
+	@bash tools/setup_venv.sh
 	@touch $@
 
 setup: $(VENV)/.synced chromium  ## build .venv from uv.lock (no-op when nothing changed)
 
-# Headless Chromium for the report's browser test (tests/test_report.py): Debian's
+# Headless Chromium for the report's browser test (tests/components/evaluation_report/test_report.py): Debian's
 # package, installed when missing and we are root; otherwise say how.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
@@ -55,13 +51,13 @@ run: setup  ## the whole pipeline; IMAGES=<dir> for your folder, OUTPUT=<dir> fo
 	$(PY) pipeline/local_runner.py
 
 ingest: setup  ## only ingest IMAGES into OUTPUT/data (image TFRecords for EXAMPLES=)
-	$(PY) -m components.ingest "$(IMAGES)" "$(OUTPUT)/data" $(if $(EVAL_FRACTION),--eval-fraction $(EVAL_FRACTION)) $(if $(VALIDATION_FRACTION),--validation-fraction $(VALIDATION_FRACTION)) --beam-pipeline-args "$(BEAM_PIPELINE_ARGS)"
+	$(PY) -m tools.ingest "$(IMAGES)" "$(OUTPUT)/data" $(if $(EVAL_FRACTION),--eval-fraction $(EVAL_FRACTION)) $(if $(VALIDATION_FRACTION),--validation-fraction $(VALIDATION_FRACTION)) --beam-pipeline-args "$(BEAM_PIPELINE_ARGS)"
 
 compile-kubeflow: setup  ## Vertex AI / Kubeflow v2 PipelineJob JSON in OUTPUT/kubeflow_v2/
 	$(PY) pipeline/kubeflow_v2_runner.py
 
 report: setup  ## rebuild a past run's evaluation report into OUTPUT/report; RUN=<pipeline run id> (default: latest)
-	$(PY) -m pipeline.report $(if $(RUN),--run "$(RUN)")
+	$(PY) -m tools.report $(if $(RUN),--run "$(RUN)")
 
 tensorboard: setup  ## TensorBoard on the Trainer's logs of OUTPUT, at HOST:TENSORBOARD_PORT
 	$(PY) -m tensorboard.main --logdir "$(OUTPUT)/pipeline_root/Trainer/model_run" --host $(HOST) --port $(TENSORBOARD_PORT)
@@ -79,9 +75,10 @@ test: setup  ## the whole test suite, end-to-end runs included
 test-fast: setup  ## the tests that take seconds (no end-to-end pipeline runs)
 	$(PY) -m pytest -q -m "not slow"
 
-lint: setup  ## ruff: the rules and the formatting
+lint: setup  ## ruff (the rules and the formatting) and the layer contracts (import-linter)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 bench: setup  ## benchmarks; results in bench/results/
 	$(PY) -m bench.run_all

@@ -37,8 +37,8 @@ def run_once(images: str, workers: int) -> dict:
     from ml_metadata import metadata_store
     from tfx import v1 as tfx
 
-    from components.image_example_gen import ImageExampleGen
-    from pipeline.summary import component_executions, latest_run
+    from components.image_example_gen.component import ImageExampleGen
+    from pipeline.metadata import component_executions, latest_run
 
     work = os.path.join(WORK, f"workers_{workers}")
     shutil.rmtree(work, ignore_errors=True)

@@ -65,7 +65,7 @@ def sample_images(images_dir: str, image_size: int, count: int):
     """`count` photos of the folder, decoded, resized and preprocessed like Transform does."""
     import tensorflow as tf
 
-    from components.modules import preprocessing
+    from models import preprocessing
     from serving.client import image_files
 
     paths = list(image_files([images_dir], (".jpg", ".jpeg", ".png")))[:count]
@@ -81,8 +81,8 @@ def backbone_passes(images, image_size: int, passes: int) -> dict:
     import numpy as np
     import tf_keras
 
-    from components import samples
-    from components.modules import model
+    from models import model
+    from tools import samples
 
     tf_keras.utils.set_random_seed(0)
     backbone = model.build_backbone("resnet50", image_size, samples.random_weights("resnet50"))

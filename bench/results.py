@@ -15,7 +15,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 def write_results(directory: str, name: str, data, markdown: str) -> None:
     """`data` as <name>.json and `markdown` as <name>.md in `directory`; prints the Markdown."""
     # Imported here: importing TensorFlow must wait for each bench's environment setup.
-    from components.modules.atomic_files import write_text_atomically
+    from models.atomic_files import write_text_atomically
 
     write_text_atomically(
         os.path.join(directory, f"{name}.json"), json.dumps(data, indent=2, sort_keys=True)

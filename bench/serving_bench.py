@@ -64,7 +64,7 @@ def default_model() -> str:
     if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
         sys.path.insert(0, ROOT)
-        from components import samples
+        from tools import samples
 
         print("exporting a ResNet50 224x224 model into", export_dir, flush=True)
         samples.export_untrained_model(export_dir, image_size=224, backbone="resnet50")
@@ -236,7 +236,7 @@ def push_version(export_dir: str, model_dir: str, version: int, warmup: bool) ->
         if name != "assets.extra":
             os.symlink(os.path.join(export_dir, name), os.path.join(temporary, name))
     if warmup:
-        from components.modules import warmup as warmup_records
+        from models import warmup as warmup_records
 
         warmup_records.write_warmup_requests(temporary)
     os.rename(temporary, os.path.join(model_dir, str(version)))

@@ -56,12 +56,13 @@ def _setup_env() -> None:
 
 def prepare_data(images_per_class: int) -> str:
     """The demo dataset (200 train + 50 eval at 125 per class) ingested into TFRecords."""
-    from components import demo_data, ingest
+    from pipeline import demo_data
+    from tools import ingest as folder_ingest
 
     images_dir = demo_data.generate_demo_images(
         os.path.join(WORK, f"demo_{images_per_class}"), images_per_class=images_per_class
     )
-    result = ingest.ingest(images_dir, os.path.join(WORK, f"data_{images_per_class}"))
+    result = folder_ingest.ingest(images_dir, os.path.join(WORK, f"data_{images_per_class}"))
     print(f"ingested: train {result.total('train')}, eval {result.total('eval')}", flush=True)
     return result.tfrecord_dir
 
@@ -107,7 +108,7 @@ def cached_phase(backbone, dataset, image_size: int, epochs: int, seed: int) -> 
     """trainer.train() with its default cached frozen phase."""
     import tf_keras
 
-    from components.modules import backbones, model, trainer
+    from models import backbones, model, trainer
 
     print("Trainer cached frozen phase ...", flush=True)
     tf_keras.utils.set_random_seed(seed)
@@ -135,8 +136,8 @@ def bench_training(tfrecord_dir: str, image_size: int, epochs: int, seed: int) -
     """The seed's loop vs the Trainer's cached frozen phase, same data, backbone and seed."""
     import tf_keras
 
-    from components import samples
-    from components.modules import model, trainer
+    from models import model, trainer
+    from tools import samples
 
     transform_dir = os.path.join(WORK, f"transform_{image_size}")
     shutil.rmtree(transform_dir, ignore_errors=True)  # tf.Transform will not overwrite it
@@ -171,7 +172,7 @@ def bench_backbone(training: dict, count: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from components.modules import feature_cache, model
+    from models import feature_cache, model
 
     images, labels = [], []
     for batch_images, batch_labels in training["_dataset"]("train", False):
@@ -225,8 +226,8 @@ def transform_child(count: int, image_size: int, images_dir: str) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
     from tensorflow_transform.tf_metadata import dataset_metadata
 
-    from components import samples
-    from components.modules import features, preprocessing
+    from models import features, preprocessing
+    from tools import samples
 
     paths = photo_paths(images_dir, count)
     rows = []

@@ -11,12 +11,13 @@ import os
 import shlex
 from collections.abc import Mapping
 
-from components.modules.features import DEFAULT_BACKBONE
-from components.modules.options import TrainingOptions, TuningOptions
+from models.features import DEFAULT_BACKBONE
+from models.options import TrainingOptions, TuningOptions
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
-MODULES_DIR = os.path.join(REPO_ROOT, "components", "modules")
+# The code TFX's module files run (Transform, Tuner, Trainer, Evaluator): models/.
+MODULES_DIR = os.path.join(REPO_ROOT, "models")
 # In-process DirectRunner: one worker keeps peak memory at one copy of the model. The
 # container image names where remote Beam workers find TFX (TFX's own image); without any
 # such dependency flag, every Beam component would first copy TFX's installed tree and build
@@ -31,7 +32,7 @@ DEFAULT_BEAM_PIPELINE_ARGS = (
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     # The knobs the Trainer and the Tuner share take their defaults from those stages'
-    # options (components/modules/options.py): each default is written once.
+    # options (models/options.py): each default is written once.
     # Input and output.
     images: str = ""  # image folder; empty = generate the demo dataset under OUTPUT
     output: str = "output"  # everything a run writes lives under here
@@ -51,7 +52,7 @@ class PipelineConfig:
     learning_rate: float = TrainingOptions.learning_rate
     dropout: float = TrainingOptions.dropout
     seed: int = TrainingOptions.seed
-    # Training phases (components/modules/trainer.py).
+    # Training phases (models/trainer.py).
     # frozen phase trains the head on features computed once
     cache_features: bool = TrainingOptions.cache_features
     # RAM for cached features; beyond it they spill to a temp file
@@ -73,7 +74,7 @@ class PipelineConfig:
     label_smoothing: float = TrainingOptions.label_smoothing  # 0 = plain cross-entropy
     # float32 | bfloat16: compute dtype of the cached features
     backbone_dtype: str = TrainingOptions.backbone_dtype
-    # Tuning (components/modules/tuner.py): TUNE=true adds TFX's Tuner before the Trainer;
+    # Tuning (models/tuner.py): TUNE=true adds TFX's Tuner before the Trainer;
     # its search runs on the cached features and the Trainer takes the best values.
     tune: bool = False
     tune_trials: int = TuningOptions.tune_trials  # trial budget (random search)
@@ -81,9 +82,9 @@ class PipelineConfig:
     tune_dropouts: str = TuningOptions.tune_dropouts
     tune_epochs: str = TuningOptions.tune_epochs
     tune_label_smoothings: str = TuningOptions.tune_label_smoothings
-    # Data validation (components/anomaly_gate.py).
+    # Data validation (components/anomaly_gate/component.py).
     anomalies: str = "block"  # ExampleValidator anomalies: block = stop the run, warn = log, go on
-    # Evaluation and blessing (components/eval_config.py; the rule is in the README).
+    # Evaluation and blessing (models/metrics/eval_config.py; the rule is in the README).
     accuracy_threshold: float = 0.6  # absolute: eval accuracy must reach this to be pushed
     min_class_recall: float = 0.3  # every class's eval recall must reach this
     beat_majority_class: bool = True  # eval accuracy must exceed the majority-class rate

@@ -16,7 +16,7 @@ import os
 
 # Not `from tfx import v1 as tfx`: tfx.v1 imports its Google Cloud extensions, and with
 # them google.cloud.aiplatform, ~10 s of every run's start for a local pipeline. These are
-# the modules tfx.v1 re-exports; tests/test_startup.py keeps aiplatform out.
+# the modules tfx.v1 re-exports; tests/pipeline/test_startup.py keeps aiplatform out.
 from tfx.components.evaluator.component import Evaluator
 from tfx.components.example_gen.import_example_gen.component import ImportExampleGen
 from tfx.components.example_validator.component import ExampleValidator
@@ -37,46 +37,41 @@ from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
 from tfx.types import standard_artifacts
 from tfx.types.channel import Channel
 
-from components import ingest, pusher
-from components.anomaly_gate import AnomalyGate, check_mode
-from components.eval_config import GateSettings, build_eval_config
-from components.image_example_gen import ImageExampleGen
-from components.modules import ingest_report
-from components.modules.options import TrainingOptions, TuningOptions
-from components.modules.weights import WeightsRecord
-from components.report.component import EvaluationReport
+from components.anomaly_gate.component import AnomalyGate
+from components.anomaly_gate.executor import check_mode
+from components.evaluation_report.component import EvaluationReport
+from components.image_example_gen import ingest
+from components.image_example_gen.component import ImageExampleGen
+from components.pusher.component import ImagePusher
+from models import ingest_report
+from models.metrics.eval_config import GateSettings, build_eval_config
+from models.options import TrainingOptions, TuningOptions
+from models.weights import WeightsRecord
 from pipeline.configs import MODULES_DIR, PipelineConfig, shared_knobs
 
 TRANSFORM_MODULE = os.path.join(MODULES_DIR, "preprocessing.py")
 TRAINER_MODULE = os.path.join(MODULES_DIR, "trainer.py")
 TUNER_MODULE = os.path.join(MODULES_DIR, "tuner.py")
 EVALUATOR_MODULE = os.path.join(MODULES_DIR, "evaluator.py")
-MODULES_PACKAGE = "components.modules"  # MODULES_DIR, as the installed project imports it
-# What the Evaluator runs besides its module file: the TFMA metrics it names by module
-# (paths under components/).
-EVALUATOR_METRIC_MODULES = (
-    "calibration_histogram.py",
-    "class_metrics.py",
-    "eval_config.py",
-    "metric_keys.py",
-    os.path.join("report", "worst_errors.py"),
-)
+MODULES_PACKAGE = "models"  # MODULES_DIR, as the installed project imports it
 
 # Knobs that PipelineConfig and the Trainer's TrainingOptions share, passed by name.
 TRAINING_KNOBS = shared_knobs(TrainingOptions)
 
 
 def code_fingerprint() -> str:
-    """SHA-256 of the code Transform, Tuner, Trainer and Evaluator run: every module file
-    and the Evaluator's metric modules, by relative path and content."""
-    components_dir = os.path.dirname(MODULES_DIR)
+    """SHA-256 of the code Transform, Tuner, Trainer and Evaluator run: every .py file under
+    models/ (the module files, their helpers and the Evaluator's metrics in models/metrics/),
+    by relative path and content. A new file there is in the key without being listed."""
     paths = sorted(
-        [os.path.join("modules", name) for name in os.listdir(MODULES_DIR) if name.endswith(".py")]
-        + list(EVALUATOR_METRIC_MODULES)
+        os.path.relpath(os.path.join(folder, name), MODULES_DIR)
+        for folder, _, names in os.walk(MODULES_DIR)
+        for name in names
+        if name.endswith(".py")
     )
     digest = hashlib.sha256()
     for path in paths:
-        with open(os.path.join(components_dir, path), "rb") as source:
+        with open(os.path.join(MODULES_DIR, path), "rb") as source:
             content = source.read()
         digest.update(f"{path}\0{len(content)}\0".encode())
         digest.update(content)
@@ -84,7 +79,7 @@ def code_fingerprint() -> str:
 
 
 def user_code(module_file: str, function: str | None, packaged: bool) -> dict:
-    """The arguments that name `function` of `module_file` (one of components/modules/) to a
+    """The arguments that name `function` of `module_file` (one of models/) to a
     TFX component (`function` None: the Evaluator's module_path).
 
     packaged (the Kubeflow/Vertex runner): module_file, which TFX builds into a wheel in the
@@ -234,7 +229,7 @@ def create_pipeline(
         model_name=config.model_name,
         eval_split=ingest.EVAL,
     )
-    push = pusher.ImagePusher(
+    push = ImagePusher(
         # TFX's Pusher made atomic (a version appears whole or not at all); a model already
         # in the serving directory (an unchanged re-run blessed again) is not copied anew.
         model=trainer.outputs["model"],

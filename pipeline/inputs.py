@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from components import demo_data, ingest
-from components.modules import backbones, weights
+from components.image_example_gen import ingest
+from models import backbones, weights
+from pipeline import demo_data
 from pipeline.configs import PipelineConfig
 
 

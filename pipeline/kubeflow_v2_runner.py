@@ -18,8 +18,8 @@ import sys  # noqa: E402
 
 from tfx import v1 as tfx  # noqa: E402
 
-from components.ingest import IngestError  # noqa: E402
-from components.modules.weights import WeightsError  # noqa: E402
+from components.image_example_gen.ingest import IngestError  # noqa: E402
+from models.weights import WeightsError  # noqa: E402
 from pipeline.configs import COMMITTED_SCHEMA, REPO_ROOT, PipelineConfig  # noqa: E402
 from pipeline.image_pipeline import create_pipeline  # noqa: E402
 from pipeline.inputs import prepare_inputs  # noqa: E402

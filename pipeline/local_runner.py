@@ -20,9 +20,9 @@ from typing import NoReturn  # noqa: E402
 from absl import logging  # noqa: E402
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # noqa: E402
 
-from components.anomaly_gate import AnomaliesFound  # noqa: E402
-from components.ingest import IngestError  # noqa: E402
-from components.modules.weights import WeightsError  # noqa: E402
+from components.anomaly_gate.executor import AnomaliesFound  # noqa: E402
+from components.image_example_gen.ingest import IngestError  # noqa: E402
+from models.weights import WeightsError  # noqa: E402
 from pipeline.configs import PipelineConfig  # noqa: E402
 from pipeline.image_pipeline import create_pipeline  # noqa: E402
 from pipeline.inputs import prepare_inputs  # noqa: E402

@@ -13,79 +13,27 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
+import tempfile
 import time
 
 import tensorflow_model_analysis as tfma
-from ml_metadata import metadata_store
-from ml_metadata.proto import metadata_store_pb2
 from tfx.components.evaluator import constants as evaluator_constants
-from tfx.orchestration import metadata
 from tfx.utils import path_utils
 
 from components.artifact_types import EvaluationReport
-from components.eval_config import ACCURACY_METRIC
-from components.modules import ingest_report, stored_predictions, training_metadata
-from components.modules.atomic_files import write_text_atomically
-from components.modules.weights import log_loud_warning
-from components.report import gate
-from components.report.rebuild import publish
+from components.evaluation_report import gate
+from models import ingest_report, stored_predictions, training_metadata
+from models.atomic_files import write_text_atomically
+from models.metrics.eval_config import ACCURACY_METRIC
+from models.weights import log_loud_warning
 from pipeline.configs import PipelineConfig
 from pipeline.inputs import PreparedInputs
+from pipeline.metadata import component_executions, latest_run, open_store
 
 EXIT_NOT_PUSHED = 3
 TUNER_RESULTS_FILE = "tuner_results.json"  # TFX Tuner executor's file in TunerResults
 SKIPPED_SHOWN = 10  # skipped files listed in the summary; the report has them all
-_STATE = metadata_store_pb2.Execution.State
-
-
-def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
-    return metadata_store.MetadataStore(
-        metadata.sqlite_metadata_connection_config(config.metadata_path)
-    )
-
-
-def latest_run(store: metadata_store.MetadataStore, pipeline_name: str):
-    """The newest pipeline_run context of this pipeline, or None."""
-    runs = [
-        c
-        for c in store.get_contexts_by_type("pipeline_run")
-        if any(p.name == pipeline_name for p in store.get_parent_contexts_by_context(c.id))
-    ]
-    return max(runs, key=lambda c: c.create_time_since_epoch, default=None)
-
-
-def component_executions(store: metadata_store.MetadataStore, run_context) -> dict:
-    """node id -> {state, seconds, outputs: {artifact type name: [artifacts]}}."""
-    node_type = store.get_context_type("node").id
-    executions = store.get_executions_by_context(run_context.id)
-    events = store.get_events_by_execution_ids([e.id for e in executions])
-    outputs: dict[int, list[int]] = {}
-    for event in events:
-        if event.type in (
-            metadata_store_pb2.Event.OUTPUT,
-            metadata_store_pb2.Event.DECLARED_OUTPUT,
-        ):
-            outputs.setdefault(event.execution_id, []).append(event.artifact_id)
-    artifact_ids = sorted({a for ids in outputs.values() for a in ids})
-    artifacts = {a.id: a for a in store.get_artifacts_by_id(artifact_ids)}
-    type_names = {t.id: t.name for t in store.get_artifact_types()}
-    result = {}
-    for execution in sorted(executions, key=lambda e: e.create_time_since_epoch):
-        nodes = [c for c in store.get_contexts_by_execution(execution.id) if c.type_id == node_type]
-        node_id = nodes[0].name.split(".", 1)[-1] if nodes else str(execution.id)
-        by_type: dict[str, list] = {}
-        for artifact_id in outputs.get(execution.id, []):
-            artifact = artifacts[artifact_id]
-            by_type.setdefault(type_names[artifact.type_id], []).append(artifact)
-        result[node_id] = {
-            "state": _STATE.Name(execution.last_known_state),
-            "seconds": round(
-                (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000,
-                1,
-            ),
-            "outputs": by_type,
-        }
-    return result
 
 
 def _custom(artifact, key: str):
@@ -201,7 +149,7 @@ def training_summary(components: dict, config: PipelineConfig) -> dict:
 
 
 def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float) -> int:
-    store = _store(config)
+    store = open_store(config.metadata_path)
     run = latest_run(store, config.pipeline_name)
     if run is None or run.create_time_since_epoch < started_at * 1000 - 1000:
         print("Pipeline compiled; no run was started by this process (tfx pipeline create).")
@@ -316,3 +264,21 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
         lines.append("NOT PUSHED: the model did not pass the Evaluator's thresholds.")
     lines.append("=" * 78)
     return "\n".join(lines)
+
+
+def publish(source_dir: str, output_dir: str) -> None:
+    """Make output_dir a copy of source_dir; a reader sees the old or the new report,
+    never a half-written one (copy beside it, then swap by renames)."""
+    output_dir = os.path.abspath(output_dir)
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    fresh = tempfile.mkdtemp(prefix=".report-new-", dir=parent)
+    shutil.copytree(source_dir, fresh, dirs_exist_ok=True)
+    old = None
+    if os.path.exists(output_dir):
+        old = tempfile.mkdtemp(prefix=".report-old-", dir=parent)
+        os.rename(output_dir, os.path.join(old, "report"))
+    os.chmod(fresh, 0o755)
+    os.rename(fresh, output_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)

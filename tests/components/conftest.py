@@ -14,10 +14,11 @@ import pytest
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from components import ingest
-from components.modules import features
+from components.image_example_gen import ingest
+from models import features
 from pipeline.image_pipeline import TRANSFORM_MODULE
 from tests.components import harness
+from tools import ingest as folder_ingest
 
 IMAGE_SIZE = 32
 SOURCE_SIZE = 64
@@ -31,7 +32,7 @@ VALIDATION_FRACTION = 0.4
 
 
 @pytest.fixture(scope="session")
-def dataset(tmp_path_factory) -> ingest.IngestResult:
+def dataset(tmp_path_factory) -> folder_ingest.IngestResult:
     """The records ingest writes for COUNTS images per folder (test/ becomes split eval)."""
     root = tmp_path_factory.mktemp("dataset")
     images = {

@@ -29,10 +29,11 @@ from tfx.dsl.components.base import base_node
 from tfx.orchestration import metadata
 from tfx.types import artifact_utils, channel_utils, standard_artifacts
 
-from components import ingest
-from components.modules import ingest_report
+from components.image_example_gen import ingest
+from models import ingest_report
 from pipeline.configs import COMMITTED_SCHEMA, DEFAULT_BEAM_PIPELINE_ARGS
-from tests import factories
+from tools import ingest as folder_ingest
+from tools import samples
 
 PIPELINE_NAME = "component-test"
 IMPORT_KEY = "result"  # the Importer's output key: importer.outputs[IMPORT_KEY]
@@ -47,7 +48,7 @@ def ingest_images(
     images: Mapping[str, Mapping[str, Iterable[bytes]]],
     image_format: str = "png",
     options: ingest.SplitOptions | None = None,
-) -> ingest.IngestResult:
+) -> folder_ingest.IngestResult:
     """Write {split: {class: [encoded image]}} as an image folder and ingest it.
 
     `split` is "train" or "test" (ingest's folder names); the records are made by the
@@ -61,13 +62,15 @@ def ingest_images(
             for index, encoded in enumerate(encoded_images):
                 with open(os.path.join(folder, f"{index:03d}.{image_format}"), "wb") as f:
                     f.write(encoded)
-    return ingest.ingest(images_dir, os.path.join(root, "data"), options or ingest.SplitOptions())
+    return folder_ingest.ingest(
+        images_dir, os.path.join(root, "data"), options or ingest.SplitOptions()
+    )
 
 
 def coloured_images(count: int, color: tuple[int, int, int], size: int = 32, seed: int = 0):
     """`count` PNGs of one colour plus noise: two colours make two separable classes."""
     return [
-        factories.image_bytes(size, size, "png", seed=seed + i, color=color) for i in range(count)
+        samples.image_bytes(size, size, "png", seed=seed + i, color=color) for i in range(count)
     ]
 
 

@@ -1,0 +1,174 @@
+"""The model card that travels with every pushed model, made by Model Card Toolkit.
+
+Fed as MCT's TFX integration (tfx-addons' ModelCardGenerator) feeds it: the ML Metadata
+artifacts of the Evaluator's evaluation and StatisticsGen's statistics go in through
+`Source(tfma=TfmaSource(model_evaluation_artifacts=...), tfdv=TfdvSource(
+example_statistics_artifacts=...))`, and MCT scaffolds the card (metrics, graphics)
+from them. We then fill what only this pipeline knows: the backbone, the weights'
+source and SHA-256, the data counts, the accuracy with its 95 % interval per class, and
+the considerations, RANDOM backbone weights first when they were used. Written as the
+toolkit's JSON (schema v0.0.2) and its rendered HTML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import model_card_toolkit as mct
+from ml_metadata.proto import metadata_store_pb2
+from model_card_toolkit.utils import source as mct_source
+
+from components.evaluation_report.build import MODEL_CARD_HTML, MODEL_CARD_JSON
+from models import features
+
+# The features whose per-split histograms the card shows: class balance, image sizes and
+# formats. The toolkit draws one matplotlib figure (~1 s) per feature and split; the
+# others (the encoded bytes, the per-photo path, the label index beside its name) say
+# nothing a reader can use, and drawing them doubled the report's time.
+CARD_FEATURES = (
+    features.LABEL_TEXT_KEY,
+    features.HEIGHT_KEY,
+    features.WIDTH_KEY,
+    features.IMAGE_FORMAT_KEY,
+)
+SMALL_EVAL_SET = 200  # fewer eval examples than this: intervals are wide, say so
+IMBALANCE_RATIO = 1.5  # largest / smallest class count above this: say so
+
+
+def considerations(report: dict) -> list[str]:
+    """Limitations, most important first."""
+    limitations = []
+    weights = report["weights"]
+    if not weights.get("pretrained", True):
+        limitations.append(
+            "RANDOM BACKBONE WEIGHTS: this model was trained on a randomly initialised, "
+            "frozen backbone, not on pretrained ImageNet weights. It is not transfer "
+            "learning; its accuracy says little about what a pretrained backbone would do."
+        )
+    eval_counts = report["blessing"]["class_counts"]
+    total = sum(eval_counts.values())
+    accuracy = report["blessing"]["candidate"]
+    if total < SMALL_EVAL_SET:
+        limitations.append(
+            f"Small eval set: {total} examples, so the accuracy is known only to within "
+            f"[{accuracy['lower']:.3f}, {accuracy['upper']:.3f}] (95% interval)."
+        )
+    counts = [c for c in eval_counts.values() if c > 0]
+    if counts and max(counts) / min(counts) > IMBALANCE_RATIO:
+        limitations.append(
+            "Class imbalance in the eval split ("
+            + ", ".join(f"{k}: {v}" for k, v in eval_counts.items())
+            + f"); the majority-class rate is {report['blessing']['majority_rate']:.3f}, so "
+            "look at per-class recall, not only accuracy."
+        )
+    limitations.append(
+        "Only the classes it was trained on exist for this model: any other image gets "
+        "one of them, with no 'unknown' answer."
+    )
+    return limitations
+
+
+def build_model_card(
+    report: dict,
+    model_name: str,
+    evaluation: metadata_store_pb2.Artifact,
+    statistics: metadata_store_pb2.Artifact | None,
+    output_dir: str,
+) -> mct.ModelCard:
+    """Write model_card.json and model_card.html into output_dir; return the card."""
+    source = mct_source.Source(
+        tfma=mct_source.TfmaSource(
+            model_evaluation_artifacts=[evaluation],
+            metrics_include=["sparse_categorical_accuracy", "example_count"],
+        ),
+        tfdv=mct_source.TfdvSource(
+            example_statistics_artifacts=[statistics], features_include=list(CARD_FEATURES)
+        )
+        if statistics is not None
+        else None,
+    )
+    work_dir = tempfile.mkdtemp(prefix="model_card_")
+    try:
+        toolkit = mct.ModelCardToolkit(output_dir=work_dir, source=source)
+        card = toolkit.scaffold_assets()
+        weights = report["weights"]
+        details = card.model_details
+        details.name = model_name
+        details.version.name = report["pipeline_run"]
+        pretrained = "(pretrained)" if weights.get("pretrained") else "(RANDOM, NOT PRETRAINED)"
+        details.overview = (
+            f"Image classifier over {len(report['class_names'])} classes "
+            f"({', '.join(report['class_names'])}): a frozen {report['backbone']} backbone and a "
+            f"dense head, input {report['data']['input_size']} px. Backbone weights: "
+            f"{weights.get('source')} {pretrained}"
+            f", SHA-256 {weights.get('sha256') or 'none (no weights file)'}."
+        )
+        details.references = [
+            mct.Reference(reference="evaluation report: OUTPUT/report/index.html of that run")
+        ]
+        params = card.model_parameters
+        params.model_architecture = f"{report['backbone']} (frozen) + dense softmax head"
+        params.input_format = "encoded image bytes (JPEG, PNG, GIF, BMP), any size"
+        params.output_format = "probabilities per class, class_index, class_name"
+        counts = report["data"]["counts"]
+        params.data = [
+            mct.Dataset(
+                name=f"{split} split",
+                description=f"{sum(per_class.values())} images: "
+                + ", ".join(f"{k} {v}" for k, v in per_class.items()),
+                graphics=existing.graphics if existing else mct.GraphicsCollection(),
+            )
+            for (split, per_class), existing in zip(
+                counts.items(), list(params.data) + [None] * len(counts)
+            )
+        ]
+        blessing = report["blessing"]
+
+        def metric(name: str, interval: dict, slice_name: str) -> mct.PerformanceMetric:
+            return mct.PerformanceMetric(
+                type=name,
+                value=f"{interval['value']:.4f}",
+                slice=slice_name,
+                confidence_interval=mct.ConfidenceInterval(
+                    lower_bound=f"{interval['lower']:.4f}", upper_bound=f"{interval['upper']:.4f}"
+                ),
+            )
+
+        analysis = card.quantitative_analysis
+        analysis.performance_metrics = [metric("accuracy", blessing["candidate"], "overall")] + [
+            metric("recall", interval, f"label_text={name}")
+            for name, interval in blessing["class_recall"].items()
+        ]
+        if blessing["difference"]:
+            analysis.performance_metrics.append(
+                metric(
+                    "accuracy difference vs last blessed model", blessing["difference"], "overall"
+                )
+            )
+        card.considerations.limitations = [
+            mct.Limitation(description=text) for text in considerations(report)
+        ]
+        card.considerations.use_cases = [
+            mct.UseCase(
+                description="Sorting photos into the classes above, with a person reviewing "
+                "low-confidence answers; see the evaluation report before relying on it."
+            )
+        ]
+        card.considerations.tradeoffs = [
+            mct.Tradeoff(description=f"Blessing: {blessing['decided_by']}")
+        ]
+        toolkit.update_model_card(card)
+        toolkit.export_format(output_file=MODEL_CARD_HTML)
+        os.makedirs(output_dir, exist_ok=True)
+        shutil.copyfile(
+            os.path.join(work_dir, "model_cards", MODEL_CARD_HTML),
+            os.path.join(output_dir, MODEL_CARD_HTML),
+        )
+        with open(os.path.join(output_dir, MODEL_CARD_JSON), "w") as f:
+            json.dump(json.loads(card.to_json()), f, indent=2)
+        return card
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)

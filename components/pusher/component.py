@@ -1,0 +1,46 @@
+"""ImagePusher's spec: TFX's Pusher with an optional `extra_assets` input and the atomic
+executor (executor.py)."""
+
+from __future__ import annotations
+
+from tfx import types
+from tfx.components.pusher import component as pusher_component
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.proto import pusher_pb2
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ChannelParameter
+from tfx.utils import json_utils
+
+from components.artifact_types import ExtraAssets
+from components.pusher.executor import EXTRA_ASSETS_KEY, Executor
+
+
+class ImagePusherSpec(standard_component_specs.PusherSpec):
+    INPUTS = {
+        **standard_component_specs.PusherSpec.INPUTS,
+        EXTRA_ASSETS_KEY: ChannelParameter(type=ExtraAssets, optional=True),
+    }
+
+
+class ImagePusher(pusher_component.Pusher):
+    """TFX's Pusher with the atomic executor and an optional `extra_assets` input."""
+
+    SPEC_CLASS = ImagePusherSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(
+        self,
+        model: types.BaseChannel,
+        model_blessing: types.BaseChannel | None,
+        push_destination: pusher_pb2.PushDestination,
+        extra_assets: types.BaseChannel | None = None,
+    ):
+        spec = ImagePusherSpec(
+            model=model,
+            model_blessing=model_blessing,
+            push_destination=push_destination,
+            custom_config=json_utils.dumps(None),
+            pushed_model=types.Channel(type=standard_artifacts.PushedModel),
+            extra_assets=extra_assets,
+        )
+        base_component.BaseComponent.__init__(self, spec=spec)

@@ -1,0 +1,163 @@
+"""Resolve which backbone weights a run uses, and load them.
+
+Resolution happens before the pipeline is compiled, so the resolved file and its
+SHA-256 are part of the Trainer's cache key: putting the ImageNet file in place after
+a run without it retrains instead of reusing the model trained on random weights.
+The Trainer then loads exactly the resolved file and checks its hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+
+import tf_keras
+
+from models.backbones import Backbone
+
+IMAGENET = "imagenet"
+RANDOM = "random"
+
+_BANNER = "!" * 78
+
+
+class WeightsError(RuntimeError):
+    """The requested backbone weights cannot be used; the message says how to fix it."""
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_digest(model: tf_keras.Model) -> str:
+    """SHA-256 over a model's weights in order: equal digests mean bit-identical weights."""
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def keras_home() -> str:
+    """$KERAS_HOME, else ~/.keras: Keras 3's rule (tf_keras' get_file only knows ~/.keras)."""
+    return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+
+
+def keras_cache_path(backbone: Backbone) -> str:
+    """Where Keras' get_file caches the ImageNet file."""
+    return os.path.join(keras_home(), "models", backbone.imagenet_file)
+
+
+def _fetch_imagenet(backbone: Backbone) -> str:
+    """Keras' standard cache-then-download; raises WeightsError with where to put the file."""
+    try:
+        return tf_keras.utils.get_file(
+            backbone.imagenet_file,
+            backbone.imagenet_origin,
+            cache_subdir="models",
+            cache_dir=keras_home(),
+            file_hash=backbone.imagenet_md5,
+        )
+    except Exception as exc:  # get_file raises bare Exception on network failures
+        raise WeightsError(
+            f"ImageNet weights for {backbone.name} are not in Keras' cache and could not be "
+            f"downloaded ({type(exc).__name__}: {exc}).\n"
+            f"Fix: copy {backbone.imagenet_file} (from {backbone.imagenet_origin}) to "
+            f"{keras_cache_path(backbone)}, or pass BACKBONE_WEIGHTS=/path/to/that/file."
+        ) from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsRecord:
+    """What backbone weights a run uses. It travels to the Trainer inside custom_config
+    (as_dict: TFX writes custom_config as JSON) and into the exported model's metadata."""
+
+    backbone: str
+    source: str  # imagenet | file | random
+    path: str  # "" for random weights
+    sha256: str  # the file's SHA-256; "" for random weights
+    pretrained: bool
+    warning: str  # why the weights are not pretrained; "" when they are
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: Mapping) -> WeightsRecord:
+        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls)})
+
+
+def resolve_weights(
+    spec: str, backbone: Backbone, allow_random_fallback: bool = False
+) -> WeightsRecord:
+    """Turn BACKBONE_WEIGHTS (imagenet | a file path | random) into a record of what is used."""
+    if spec == RANDOM:
+        return _random_record(backbone, "BACKBONE_WEIGHTS=random was requested.")
+    if spec == IMAGENET:
+        try:
+            path = _fetch_imagenet(backbone)
+        except WeightsError as exc:
+            if not allow_random_fallback:
+                raise
+            return _random_record(backbone, str(exc))
+        source = IMAGENET
+    else:
+        path = os.path.abspath(os.path.expanduser(spec))
+        if not os.path.isfile(path):
+            raise WeightsError(
+                f"BACKBONE_WEIGHTS={spec!r}: no such file ({path}). Pass 'imagenet', 'random' "
+                f"or the path of a Keras weights file for {backbone.name} without its top."
+            )
+        source = "file"
+    return WeightsRecord(
+        backbone=backbone.name,
+        source=source,
+        path=path,
+        sha256=sha256_of(path),
+        pretrained=True,
+        warning="",
+    )
+
+
+def _random_record(backbone: Backbone, reason: str) -> WeightsRecord:
+    warning = (
+        f"NOT TRANSFER LEARNING: the {backbone.name} backbone has RANDOM weights. {reason} "
+        "Accuracy of this model says nothing about a pretrained one."
+    )
+    log_loud_warning(warning)
+    return WeightsRecord(
+        backbone=backbone.name, source=RANDOM, path="", sha256="", pretrained=False, warning=warning
+    )
+
+
+def log_loud_warning(message: str) -> None:
+    logging.warning("\n%s\n%s\n%s", _BANNER, message, _BANNER)
+
+
+def load_backbone_weights(model: tf_keras.Model, record: WeightsRecord) -> None:
+    """Load the resolved file into `model`, checking it is the file that was resolved."""
+    if not record.pretrained:
+        log_loud_warning(record.warning)
+        return
+    path = record.path
+    if not os.path.isfile(path):
+        raise WeightsError(f"Backbone weights file {path} disappeared after it was resolved.")
+    actual = sha256_of(path)
+    if actual != record.sha256:
+        raise WeightsError(
+            f"Backbone weights file {path} changed since the pipeline was compiled "
+            f"(sha256 {actual} != {record.sha256}); re-run the pipeline."
+        )
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError) as exc:
+        raise WeightsError(
+            f"{path} does not hold weights for {record.backbone} without its top "
+            f"(include_top=False): {exc}"
+        ) from exc

@@ -1,0 +1,140 @@
+"""Backbone weights: from a file, from Keras' cache, random only when allowed, clear errors.
+
+No test here touches the network: the failing-download cases point the backbone's
+origin at a local file:// address that does not exist, and a guard fails any test that
+opens a connection to another host, whether or not this machine is online.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+import numpy as np
+import pytest
+import tf_keras
+
+from models import backbones, model, weights
+
+RESNET = backbones.get_backbone("resnet50")
+
+
+LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch) -> list:
+    """Fail the test if anything resolves or connects to another host (a download)."""
+    attempts = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect(sock, address):
+        if isinstance(address, tuple) and address[0] not in LOCAL_HOSTS:
+            attempts.append(address[0])
+            raise OSError(f"this test forbids network access ({address[0]})")
+        return real_connect(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in LOCAL_HOSTS:
+            attempts.append(host)
+            raise socket.gaierror(f"this test forbids network access ({host})")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield attempts
+    assert not attempts, f"the test tried to reach the network: {attempts}"
+
+
+def unreachable(backbone: backbones.Backbone, tmp_path) -> backbones.Backbone:
+    """The backbone with its ImageNet origin at a local file that does not exist: Keras'
+    get_file fails exactly as a download would, without a download."""
+    return dataclasses.replace(
+        backbone, imagenet_origin=(tmp_path / "no-such-origin" / backbone.imagenet_file).as_uri()
+    )
+
+
+@pytest.fixture(scope="module")
+def resnet_weights_file(tmp_path_factory) -> tuple[str, list[np.ndarray]]:
+    """A notop ResNet50 weights file written by the test (no download)."""
+    tf_keras.utils.set_random_seed(123)
+    source = RESNET.build(32)
+    path = str(tmp_path_factory.mktemp("w") / "resnet50_notop.h5")
+    source.save_weights(path)
+    return path, source.get_weights()
+
+
+def test_file_weights_are_loaded_exactly_and_recorded(resnet_weights_file):
+    path, expected = resnet_weights_file
+    record = weights.resolve_weights(path, RESNET)
+    assert record.source == "file" and record.pretrained is True
+    assert record.sha256 == weights.sha256_of(path) and len(record.sha256) == 64
+    # Any input size: the notop weights do not depend on it.
+    backbone = model.build_backbone("resnet50", 64, record)
+    for want, got in zip(expected, backbone.get_weights()):
+        np.testing.assert_array_equal(want, got)
+    assert not backbone.trainable
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(weights.WeightsError, match="no such file"):
+        weights.resolve_weights(str(tmp_path / "nope.h5"), RESNET)
+
+
+def test_weights_of_another_network_are_rejected(tmp_path):
+    path = str(tmp_path / "mobilenet.h5")
+    backbones.get_backbone("mobilenet_v2").build(32).save_weights(path)
+    record = weights.resolve_weights(path, RESNET)
+    with pytest.raises(weights.WeightsError, match="does not hold weights for resnet50"):
+        model.build_backbone("resnet50", 32, record)
+
+
+def test_changed_file_after_resolution_is_refused(resnet_weights_file, tmp_path):
+    path = str(tmp_path / "copy.h5")
+    with open(resnet_weights_file[0], "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read())
+    record = weights.resolve_weights(path, RESNET)
+    with open(path, "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(weights.WeightsError, match="changed since the pipeline was compiled"):
+        model.build_backbone("resnet50", 32, record)
+
+
+def test_imagenet_comes_from_keras_cache(tmp_path, monkeypatch):
+    """MobileNetV2's row has no pinned hash, so a file the test writes stands in for it."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    mobilenet = backbones.get_backbone("mobilenet_v2")
+    cached = tmp_path / "keras" / "models" / mobilenet.imagenet_file
+    cached.parent.mkdir(parents=True)
+    mobilenet.build(32).save_weights(str(cached))
+    record = weights.resolve_weights(weights.IMAGENET, mobilenet)
+    assert record.source == "imagenet" and record.path == str(cached)
+
+
+def test_imagenet_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(weights.WeightsError) as error:
+        weights.resolve_weights(weights.IMAGENET, unreachable(RESNET, tmp_path))
+    message = str(error.value)
+    assert "could not be downloaded" in message
+    assert str(tmp_path / "keras" / "models" / RESNET.imagenet_file) in message
+    assert "BACKBONE_WEIGHTS=" in message
+
+
+def test_random_fallback_only_when_allowed_and_loud(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    record = weights.resolve_weights(
+        weights.IMAGENET, unreachable(RESNET, tmp_path), allow_random_fallback=True
+    )
+    assert record.source == "random" and record.pretrained is False
+    assert "NOT TRANSFER LEARNING" in record.warning
+    assert "NOT TRANSFER LEARNING" in caplog.text
+
+
+def test_the_network_guard_catches_a_download(tmp_path, monkeypatch, no_network):
+    """The guard is real: Keras' get_file against the real https origin is stopped by it."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(weights.WeightsError):
+        weights.resolve_weights(weights.IMAGENET, RESNET)
+    assert no_network == ["storage.googleapis.com"]
+    no_network.clear()
