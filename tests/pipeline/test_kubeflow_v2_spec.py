@@ -110,7 +110,7 @@ def test_every_executor_runs_the_container_image(compiled):
     example_gen = containers["ImageExampleGen_executor"]
     assert example_gen["args"][:2] == [
         "--executor_class_path",
-        "components.image_example_gen.component.Executor",
+        "components.image_example_gen.executor.Executor",
     ]
     # TFX's driver (the input fingerprint) runs before the cache check, in the same image.
     driver = example_gen["lifecycle"]["preCacheCheck"]
