@@ -64,7 +64,7 @@ def prepare_data(images_per_class: int) -> str:
     )
     result = folder_ingest.ingest(images_dir, os.path.join(WORK, f"data_{images_per_class}"))
     print(f"ingested: train {result.total('train')}, eval {result.total('eval')}", flush=True)
-    return result.tfrecord_dir
+    return result.output_dir
 
 
 def seed_loop(backbone, dataset, image_size: int, epochs: int, seed: int) -> dict:

@@ -129,10 +129,6 @@ class PipelineConfig:
         return not self.images and not self.examples
 
     @property
-    def data_dir(self) -> str:
-        return os.path.join(self.output, "data")
-
-    @property
     def demo_images_dir(self) -> str:
         return os.path.join(self.output, "demo_images")
 

@@ -17,12 +17,12 @@ import shutil
 import tempfile
 import time
 
-import tensorflow_model_analysis as tfma
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.utils import path_utils
 
 from components.artifact_types import EvaluationReport
 from components.evaluation_report import gate
+from components.evaluation_report.evaluation import BASELINE_MODEL, Evaluation
 from models import ingest_report, stored_predictions, training_metadata
 from models.atomic_files import write_text_atomically
 from models.metrics.eval_config import ACCURACY_METRIC
@@ -43,25 +43,22 @@ def _custom(artifact, key: str):
     return value.string_value or value.int_value
 
 
-def eval_metrics(evaluation_uri: str) -> dict:
+def eval_metrics(evaluation: Evaluation) -> dict:
     """Overall metrics of the eval split: {name: value}, e.g. auc_macro, recall_class_1."""
     metrics = {}
-    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
-        if metrics_for_slice.slice_key.single_slice_keys:
-            continue  # a per-class slice, not the overall one
-        for entry in metrics_for_slice.metric_keys_and_values:
-            key = entry.key
-            if key.model_name == gate.BASELINE_MODEL:
-                continue  # the candidate's metrics (and its diffs vs the baseline) only
-            name = key.name
-            if key.sub_key.HasField("class_id"):
-                name += f"_class_{key.sub_key.class_id.value}"
-            if key.aggregation_type.macro_average:
-                name += "_macro"
-            if key.is_diff:
-                name += "_diff_vs_baseline"
-            if entry.value.HasField("double_value"):
-                metrics[name] = entry.value.double_value.value
+    for entry in evaluation.overall_entries:
+        key = entry.key
+        if key.model_name == BASELINE_MODEL:
+            continue  # the candidate's metrics (and its diffs vs the baseline) only
+        name = key.name
+        if key.sub_key.HasField("class_id"):
+            name += f"_class_{key.sub_key.class_id.value}"
+        if key.aggregation_type.macro_average:
+            name += "_macro"
+        if key.is_diff:
+            name += "_diff_vs_baseline"
+        if entry.value.HasField("double_value"):
+            metrics[name] = entry.value.double_value.value
     return metrics
 
 
@@ -100,11 +97,11 @@ def evaluation_summary(components: dict) -> dict:
     evaluator = components.get("Evaluator", {}).get("outputs", {})
     summary = {}
     if evaluator.get("ModelEvaluation"):
-        summary["eval_metrics"] = eval_metrics(evaluator["ModelEvaluation"][0].uri)
+        evaluation = Evaluation.load(evaluator["ModelEvaluation"][0].uri)
+        summary["eval_metrics"] = eval_metrics(evaluation)
+        summary["gate"] = gate.read_gate(evaluation).as_dict()
     if evaluator.get("ModelBlessing"):
         summary["blessed"] = bool(_custom(evaluator["ModelBlessing"][0], "blessed"))
-    if evaluator.get("ModelEvaluation"):
-        summary["gate"] = gate.read_gate(evaluator["ModelEvaluation"][0].uri).as_dict()
     blessing = evaluator.get("ModelBlessing")
     baseline_uri = (
         _custom(blessing[0], evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY)

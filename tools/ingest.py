@@ -33,15 +33,6 @@ class IngestResult:
         return self.report["counts"]
 
     @property
-    def report_path(self) -> str:
-        return image_ingest.join_path(self.output_dir, REPORT_FILE)
-
-    @property
-    def tfrecord_dir(self) -> str:
-        """Holds one `<split>/` folder of records per split."""
-        return self.output_dir
-
-    @property
     def skipped(self) -> list[dict]:
         return self.report["skipped"]
 

@@ -48,9 +48,7 @@ def rebuild(
     )
     staging = tempfile.mkdtemp(prefix=".report-", dir=os.path.dirname(os.path.abspath(output_dir)))
     try:
-        data = component.write_all(
-            inputs, model_name, artifacts["evaluation"], artifacts.get("statistics"), staging
-        )
+        data = component.write_all(inputs, model_name, artifacts.get("statistics"), staging)
         publish(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

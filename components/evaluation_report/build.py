@@ -15,26 +15,28 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import glob
-import html
 import io
 import json
 import os
 
+import jinja2
 import tensorflow as tf
 from PIL import Image
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.utils import path_utils
 
 from components.evaluation_report import gate, plots
+from components.evaluation_report.evaluation import BASELINE_MODEL, Evaluation
 from models import features, training_metadata
-from models.metrics import eval_config, worst_errors
+from models.metrics import worst_errors
 
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
 MODEL_CARD_HTML = "model_card.html"
 MODEL_CARD_JSON = "model_card.json"
 THUMBNAIL_PX = 96
+TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+REPORT_TEMPLATE = "report.html.j2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +54,7 @@ class ReportInputs:
 
 def eval_records(examples_uri: str, split: str) -> list[bytes]:
     """The serialized tf.Examples of one split, as ImportExampleGen wrote them."""
-    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+    files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     if not files:
         raise FileNotFoundError(f"no records for split {split!r} under {examples_uri}")
     compression = "GZIP" if files[0].endswith(".gz") else ""
@@ -78,12 +80,10 @@ def _thumbnail(encoded: bytes) -> str:
 
 
 def worst_errors_entries(
-    records: list[bytes], errors: list[worst_errors.WorstError] | None, class_names: list[str]
-) -> list[dict] | None:
+    records: list[bytes], errors: list[worst_errors.WorstError], class_names: list[str]
+) -> list[dict]:
     """The Evaluator's most confident mistakes (most confident first) with their photos'
-    thumbnails; None when the Evaluator did not record them."""
-    if errors is None:
-        return None
+    thumbnails."""
     wanted = {e.source_path for e in errors}
     photos = {}
     for record in records:
@@ -108,12 +108,11 @@ def worst_errors_entries(
     ]
 
 
-def tfma_confusion_matrix(evaluation_uri: str, num_classes: int) -> list[list[int]]:
+def tfma_confusion_matrix(evaluation: Evaluation) -> list[list[int]]:
     """counts[true][predicted] from TFMA's MultiClassConfusionMatrixPlot (argmax, threshold 0)."""
-    data = gate.candidate_plots(evaluation_uri)[(eval_config.CONFUSION_MATRIX_PLOT_NAME, None)]
+    num_classes = len(evaluation.class_names)
     counts = [[0] * num_classes for _ in range(num_classes)]
-    matrix = data.multi_class_confusion_matrix_at_thresholds.matrices[0]
-    for entry in matrix.entries:
+    for entry in evaluation.confusion_matrix.matrices[0].entries:
         if 0 <= entry.predicted_class_id < num_classes:
             counts[entry.actual_class_id][entry.predicted_class_id] = int(
                 round(entry.num_weighted_examples)
@@ -159,17 +158,17 @@ def _curves(found: dict, class_names: list[str]) -> tuple[dict, dict]:
     return roc, calibration
 
 
-def _metrics_table(evaluation_uri: str) -> dict:
+def _metrics_table(evaluation: Evaluation) -> dict:
     """{metric: {candidate, baseline, difference}} for the overall slice, each an
     Interval as a dict (value and 95 % bounds) or None."""
-    candidate = gate.candidate_model(evaluation_uri)
-    overall = gate.read_metrics(evaluation_uri).get(gate.OVERALL, {})
+    candidate = evaluation.candidate
+    overall = evaluation.overall
     names = sorted({name for (name, model, _diff) in overall if model == candidate})
     table = {}
     for name in names:
         row = {
             "candidate": overall.get((name, candidate, False)),
-            "baseline": overall.get((name, gate.BASELINE_MODEL, False)),
+            "baseline": overall.get((name, BASELINE_MODEL, False)),
             "difference": overall.get((name, candidate, True)),
         }
         table[name] = {k: dataclasses.asdict(v) if v else None for k, v in row.items()}
@@ -181,10 +180,10 @@ def read_anomalies(anomalies_uri: str | None) -> dict[str, list[dict]]:
     result: dict[str, list[dict]] = {}
     if not anomalies_uri:
         return result
-    for path in sorted(glob.glob(os.path.join(anomalies_uri, "Split-*", "SchemaDiff.pb"))):
+    for path in sorted(tf.io.gfile.glob(os.path.join(anomalies_uri, "Split-*", "SchemaDiff.pb"))):
         split = os.path.basename(os.path.dirname(path))[len("Split-") :]
         anomalies = anomalies_pb2.Anomalies()
-        with open(path, "rb") as f:
+        with tf.io.gfile.GFile(path, "rb") as f:
             anomalies.ParseFromString(f.read())
         result[split] = [
             {
@@ -197,13 +196,24 @@ def read_anomalies(anomalies_uri: str | None) -> dict[str, list[dict]]:
     return result
 
 
-def build_report_data(inputs: ReportInputs) -> tuple[dict, dict[str, bytes]]:
-    """(report.json content, {figure name: PNG bytes})."""
+def build_report_data(
+    inputs: ReportInputs, evaluation: Evaluation | None = None
+) -> tuple[dict, dict[str, bytes]]:
+    """(report.json content, {figure name: PNG bytes}). `evaluation`: the Evaluator's
+    output at inputs.evaluation_uri, when the caller has loaded it already."""
+    if evaluation is None:
+        evaluation = Evaluation.load(inputs.evaluation_uri)
     model_dir = path_utils.serving_model_dir(inputs.model_uri)
     metadata = training_metadata.read_training_metadata(model_dir)
     class_names = list(metadata["class_names"])
-    decision = gate.read_gate(inputs.evaluation_uri)
-    counts = tfma_confusion_matrix(inputs.evaluation_uri, len(class_names))
+    if class_names != evaluation.class_names:
+        raise ValueError(
+            f"the model's classes {class_names} are not the evaluation's "
+            f"{evaluation.class_names} (were the Evaluator and the report given different "
+            "models?)"
+        )
+    decision = gate.read_gate(evaluation)
+    counts = tfma_confusion_matrix(evaluation)
     predicted_totals = [sum(row[c] for row in counts) for c in range(len(class_names))]
     precision = {
         name: counts[i][i] / predicted_totals[i] if predicted_totals[i] else 0.0
@@ -213,14 +223,14 @@ def build_report_data(inputs: ReportInputs) -> tuple[dict, dict[str, bytes]]:
         name: counts[i][i] / sum(counts[i]) if sum(counts[i]) else 0.0
         for i, name in enumerate(class_names)
     }
-    roc, calibration = _curves(gate.candidate_plots(inputs.evaluation_uri), class_names)
+    roc, calibration = _curves(evaluation.candidate_plots, class_names)
     records = eval_records(inputs.examples_uri, inputs.eval_split)
     ingest = inputs.ingest_report
     data = {
         "pipeline_run": inputs.pipeline_run,
         "class_names": class_names,
         "blessing": decision.as_dict(),
-        "metrics": _metrics_table(inputs.evaluation_uri),
+        "metrics": _metrics_table(evaluation),
         "confusion_matrix": {
             "rows": "true class",
             "columns": "predicted class",
@@ -234,11 +244,7 @@ def build_report_data(inputs: ReportInputs) -> tuple[dict, dict[str, bytes]]:
         },
         "roc_pr": roc,
         "calibration": calibration,
-        "worst_errors": worst_errors_entries(
-            records,
-            worst_errors.read(inputs.evaluation_uri, gate.candidate_model(inputs.evaluation_uri)),
-            class_names,
-        ),
+        "worst_errors": worst_errors_entries(records, evaluation.worst_errors, class_names),
         "data": {
             "counts": ingest.get("counts", {}),
             "skipped": ingest.get("skipped", []),
@@ -268,149 +274,32 @@ def build_report_data(inputs: ReportInputs) -> tuple[dict, dict[str, bytes]]:
     return data, figures
 
 
-def _img(png: bytes, alt: str) -> str:
-    encoded = base64.b64encode(png).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
-
-
-def _fmt(interval: dict | None) -> str:
-    if not interval:
-        return "&ndash;"
-    if interval["lower"] == interval["upper"]:
-        return f"{interval['value']:.4f}"
-    return (
-        f"{interval['value']:.4f} <small>[{interval['lower']:.4f}, {interval['upper']:.4f}]</small>"
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,  # every string (file and class names included) is escaped
+        undefined=jinja2.StrictUndefined,  # a field the data lacks is an error, not ""
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
 
 
 def render_html(data: dict, figures: dict[str, bytes]) -> str:
-    e = html.escape
-    blessing = data["blessing"]
-    weights = data["weights"]
-    verdict = "BLESSED" if blessing["blessed"] else "NOT BLESSED"
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Evaluation report {e(data['pipeline_run'])}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}"
-        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
-        "padding:.25em .6em;text-align:left}th{background:#f3f3f3}.ok{color:#17692b}"
-        ".bad{color:#b00020}.warn{background:#fff3cd;padding:.6em;border:1px solid #e0c060}"
-        ".errors{display:flex;flex-wrap:wrap;gap:.8em}.errors figure{margin:0;width:150px;"
-        "font-size:.8em}figcaption code{word-break:break-all}img{max-width:100%}</style>"
-        "</head><body>",
-        f"<h1>Evaluation report</h1><p>Pipeline run <code>{e(data['pipeline_run'])}</code>"
-        f" &middot; <a href='{e(data['model_card'])}'>model card</a></p>",
-    ]
-    if not weights.get("pretrained", True):
-        parts.append(
-            "<p class='warn'><b>RANDOM backbone weights: not transfer learning.</b> "
-            f"{e(str(weights.get('warning', '')))}</p>"
+    """index.html from templates/report.html.j2: the report's data (report.json's
+    content) and its figures, embedded as base64 PNGs."""
+    return (
+        _environment()
+        .get_template(REPORT_TEMPLATE)
+        .render(
+            report=data,
+            figures={name: base64.b64encode(png).decode() for name, png in figures.items()},
         )
-    cls = "ok" if blessing["blessed"] else "bad"
-    parts.append(f"<h2>Blessing: <span class='{cls}'>{verdict}</span></h2>")
-    parts.append(f"<p>{e(blessing['decided_by'])}</p><table><tr><th>rule</th><th>result</th></tr>")
-    for rule in blessing["rules"]:
-        status = "n/a" if not rule["applied"] else ("pass" if rule["passed"] else "FAIL")
-        rcls = "ok" if status == "pass" else ("bad" if status == "FAIL" else "")
-        parts.append(
-            f"<tr><td>{e(rule['name'])}: {e(rule['text'])}</td>"
-            f"<td class='{rcls}'>{status}</td></tr>"
-        )
-    parts.append("</table>")
-    parts.append(
-        "<h2>Metrics (eval split, 95% intervals)</h2><table><tr><th>metric</th>"
-        "<th>candidate</th><th>baseline (last blessed)</th><th>difference</th></tr>"
     )
-    for name, row in data["metrics"].items():
-        parts.append(
-            f"<tr><td>{e(name)}</td><td>{_fmt(row['candidate'])}</td>"
-            f"<td>{_fmt(row['baseline'])}</td><td>{_fmt(row['difference'])}</td></tr>"
-        )
-    parts.append("</table>")
-    parts.append("<h2>Confusion matrix</h2><table><tr><th>true \\ predicted</th>")
-    names = data["class_names"]
-    parts.extend(f"<th>{e(n)}</th>" for n in names)
-    parts.append("</tr>")
-    for true_name, row in data["confusion_matrix"]["counts"].items():
-        total = sum(row.values()) or 1
-        cells = "".join(f"<td>{row[n]} ({row[n] / total:.0%})</td>" for n in names)
-        parts.append(f"<tr><th>{e(true_name)}</th>{cells}</tr>")
-    parts.append("</table>")
-    parts.append(_img(figures["confusion_matrix"], "confusion matrix"))
-    parts.append(
-        "<h2>Per-class precision and recall</h2><table><tr><th>class</th>"
-        "<th>precision</th><th>recall</th></tr>"
-    )
-    for name, row in data["per_class"].items():
-        parts.append(
-            f"<tr><td>{e(name)}</td><td>{row['precision']:.4f}</td><td>{row['recall']:.4f}</td></tr>"
-        )
-    parts.append("</table>" + _img(figures["per_class"], "per-class precision and recall"))
-    parts.append("<h2>ROC, precision-recall and calibration</h2>")
-    for key, alt in (("roc", "ROC curves"), ("pr", "PR curves"), ("calibration", "calibration")):
-        if key in figures:
-            parts.append(_img(figures[key], alt))
-    if data["worst_errors"] is None:
-        parts.append(
-            "<h2>Worst errors</h2><p>Not recorded: this run's Evaluator predates the "
-            f"{worst_errors.WORST_ERRORS_METRIC} metric.</p><div class='errors'>"
-        )
-    else:
-        parts.append(
-            f"<h2>Worst errors</h2><p>The {len(data['worst_errors'])} most confident "
-            "wrong answers on the eval split (from the Evaluator's pass).</p>"
-            "<div class='errors'>"
-        )
-    for error in data["worst_errors"] or []:
-        parts.append(
-            f"<figure><img alt='{e(error['path'])}' src='data:image/jpeg;base64,"
-            f"{error['thumbnail_jpeg_base64']}'><figcaption>true <b>{e(error['true_class'])}</b>"
-            f", predicted <b>{e(error['predicted_class'])}</b> ({error['confidence']:.0%})<br>"
-            f"<code>{e(error['path'])}</code></figcaption></figure>"
-        )
-    parts.append("</div>")
-    section = data["data"]
-    parts.append(
-        f"<h2>Data</h2><p>Input size {e(str(section['input_size']))} px; "
-        f"{section['eval_examples']} eval examples.</p><table><tr><th>split</th>"
-    )
-    parts.extend(f"<th>{e(n)}</th>" for n in names)
-    parts.append("</tr>")
-    for split, per_class in section["counts"].items():
-        cells = "".join(f"<td>{per_class.get(n, 0)}</td>" for n in names)
-        parts.append(f"<tr><th>{e(split)}</th>{cells}</tr>")
-    parts.append(f"</table><p>{len(section['skipped'])} skipped file(s)</p>")
-    if section["skipped"]:
-        parts.append("<table><tr><th>file</th><th>reason</th></tr>")
-        for skipped in section["skipped"]:
-            parts.append(f"<tr><td>{e(skipped['path'])}</td><td>{e(skipped['reason'])}</td></tr>")
-        parts.append("</table>")
-    anomalies = [(s, a) for s, items in section["anomalies"].items() for a in items]
-    parts.append(f"<p>ExampleValidator anomalies: {len(anomalies) or 'none'}</p>")
-    if anomalies:
-        parts.append("<table><tr><th>split</th><th>feature</th><th>anomaly</th></tr>")
-        for split, anomaly in anomalies:
-            parts.append(
-                f"<tr><td>{e(split)}</td><td>{e(anomaly['feature'])}</td>"
-                f"<td>{e(anomaly['description'])}</td></tr>"
-            )
-        parts.append("</table>")
-    parts.append(
-        "<h2>Weights provenance</h2><table>"
-        f"<tr><th>backbone</th><td>{e(str(data['backbone']))}</td></tr>"
-        f"<tr><th>weights</th><td>{e(str(weights.get('source')))} "
-        f"{e(str(weights.get('path') or ''))}</td></tr>"
-        f"<tr><th>SHA-256</th><td><code>{e(weights.get('sha256') or 'none: no weights file')}"
-        "</code></td></tr>"
-        f"<tr><th>pretrained</th><td>{'yes' if weights.get('pretrained') else 'NO'}</td></tr>"
-        "</table></body></html>"
-    )
-    return "\n".join(parts)
 
 
 def write_report(data: dict, figures: dict[str, bytes], output_dir: str) -> None:
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, REPORT_JSON), "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    with open(os.path.join(output_dir, INDEX_HTML), "w") as f:
+    tf.io.gfile.makedirs(output_dir)
+    with tf.io.gfile.GFile(os.path.join(output_dir, REPORT_JSON), "w") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True))
+    with tf.io.gfile.GFile(os.path.join(output_dir, INDEX_HTML), "w") as f:
         f.write(render_html(data, figures))

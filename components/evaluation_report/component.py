@@ -7,8 +7,8 @@ component it has lineage in ML Metadata and is cached like the rest of the pipel
 """
 
 import os
-import shutil
 
+import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
@@ -17,26 +17,30 @@ from tfx.types import standard_artifacts
 from components.artifact_types import EvaluationReport as EvaluationReportArtifact
 from components.artifact_types import ExtraAssets
 from components.evaluation_report import build, model_card
+from components.evaluation_report.evaluation import Evaluation
 from models import ingest_report
 
 
 def write_all(
     inputs: build.ReportInputs,
     model_name: str,
-    evaluation: metadata_store_pb2.Artifact,
     statistics: metadata_store_pb2.Artifact | None,
     report_dir: str,
     card_dir: str | None = None,
 ) -> dict:
     """Report and model card into report_dir (card also into card_dir); returns report.json's
-    content. `evaluation` / `statistics`: the ML Metadata artifacts Model Card Toolkit reads."""
-    data, figures = build.build_report_data(inputs)
+    content. The Evaluator's output is read once, here; `statistics`: StatisticsGen's ML
+    Metadata artifact, which Model Card Toolkit reads."""
+    evaluation = Evaluation.load(inputs.evaluation_uri)
+    data, figures = build.build_report_data(inputs, evaluation)
     model_card.build_model_card(data, model_name, evaluation, statistics, report_dir)
     build.write_report(data, figures, report_dir)
     if card_dir:
-        os.makedirs(card_dir, exist_ok=True)
+        tf.io.gfile.makedirs(card_dir)
         for name in (build.MODEL_CARD_JSON, build.MODEL_CARD_HTML):
-            shutil.copyfile(os.path.join(report_dir, name), os.path.join(card_dir, name))
+            tf.io.gfile.copy(
+                os.path.join(report_dir, name), os.path.join(card_dir, name), overwrite=True
+            )
     return data
 
 
@@ -63,11 +67,4 @@ def EvaluationReport(  # noqa: N802 (a TFX component is named like a class)
         anomalies_uri=anomalies.uri,
         ingest_report=ingest_report.read_report(examples.uri) or {},
     )
-    write_all(
-        inputs,
-        model_name,
-        evaluation.mlmd_artifact,
-        statistics.mlmd_artifact,
-        report.uri,
-        model_card.uri,
-    )
+    write_all(inputs, model_name, statistics.mlmd_artifact, report.uri, model_card.uri)

@@ -1,13 +1,15 @@
 """The model card that travels with every pushed model, made by Model Card Toolkit.
 
-Fed as MCT's TFX integration (tfx-addons' ModelCardGenerator) feeds it: the ML Metadata
-artifacts of the Evaluator's evaluation and StatisticsGen's statistics go in through
-`Source(tfma=TfmaSource(model_evaluation_artifacts=...), tfdv=TfdvSource(
-example_statistics_artifacts=...))`, and MCT scaffolds the card (metrics, graphics)
-from them. We then fill what only this pipeline knows: the backbone, the weights'
-source and SHA-256, the data counts, the accuracy with its 95 % interval per class, and
-the considerations, RANDOM backbone weights first when they were used. Written as the
-toolkit's JSON (schema v0.0.2) and its rendered HTML.
+Fed much as MCT's TFX integration (tfx-addons' ModelCardGenerator) feeds it: StatisticsGen's
+ML Metadata artifact goes in through `Source(tfdv=TfdvSource(example_statistics_artifacts=
+...))` and MCT scaffolds the card (dataset graphics) from it; the evaluation goes through
+the two calls MCT's scaffold makes for a `TfmaSource` (tfx_util.annotate_eval_result_metrics,
+graphics.annotate_eval_result_plots), given the EvalResult of the report's one reader of the
+Evaluator's output (evaluation.py), so the evaluation is not read again. We then fill what
+only this pipeline knows: the backbone, the weights' source and SHA-256, the data counts,
+the accuracy with its 95 % interval per class, and the considerations, RANDOM backbone
+weights first when they were used. Written as the toolkit's JSON (schema v0.0.2) and its
+rendered HTML (MCT's Jinja2 template, autoescaped: class names are shown as text).
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import shutil
 import tempfile
 
 import model_card_toolkit as mct
+import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
+from model_card_toolkit.utils import graphics as mct_graphics
 from model_card_toolkit.utils import source as mct_source
+from model_card_toolkit.utils import tfx_util as mct_tfx_util
 
 from components.evaluation_report.build import MODEL_CARD_HTML, MODEL_CARD_JSON
+from components.evaluation_report.evaluation import Evaluation
 from models import features
 
 # The features whose per-split histograms the card shows: class balance, image sizes and
@@ -34,6 +40,7 @@ CARD_FEATURES = (
     features.WIDTH_KEY,
     features.IMAGE_FORMAT_KEY,
 )
+CARD_METRICS = ["sparse_categorical_accuracy", "example_count"]  # MCT's graphics of these
 SMALL_EVAL_SET = 200  # fewer eval examples than this: intervals are wide, say so
 IMBALANCE_RATIO = 1.5  # largest / smallest class count above this: say so
 
@@ -74,26 +81,27 @@ def considerations(report: dict) -> list[str]:
 def build_model_card(
     report: dict,
     model_name: str,
-    evaluation: metadata_store_pb2.Artifact,
+    evaluation: Evaluation,
     statistics: metadata_store_pb2.Artifact | None,
     output_dir: str,
 ) -> mct.ModelCard:
-    """Write model_card.json and model_card.html into output_dir; return the card."""
+    """Write model_card.json and model_card.html into output_dir; return the card.
+    `statistics`: StatisticsGen's ML Metadata artifact, which Model Card Toolkit reads."""
     source = mct_source.Source(
-        tfma=mct_source.TfmaSource(
-            model_evaluation_artifacts=[evaluation],
-            metrics_include=["sparse_categorical_accuracy", "example_count"],
-        ),
         tfdv=mct_source.TfdvSource(
             example_statistics_artifacts=[statistics], features_include=list(CARD_FEATURES)
         )
         if statistics is not None
         else None,
     )
+    # MCT's own work files (its proto, its template output) stay on the local disk.
     work_dir = tempfile.mkdtemp(prefix="model_card_")
     try:
         toolkit = mct.ModelCardToolkit(output_dir=work_dir, source=source)
         card = toolkit.scaffold_assets()
+        eval_result = mct_tfx_util.filter_metrics(evaluation.eval_result(), CARD_METRICS)
+        mct_tfx_util.annotate_eval_result_metrics(card, eval_result)
+        mct_graphics.annotate_eval_result_plots(card, eval_result)
         weights = report["weights"]
         details = card.model_details
         details.name = model_name
@@ -162,13 +170,14 @@ def build_model_card(
         ]
         toolkit.update_model_card(card)
         toolkit.export_format(output_file=MODEL_CARD_HTML)
-        os.makedirs(output_dir, exist_ok=True)
-        shutil.copyfile(
+        tf.io.gfile.makedirs(output_dir)
+        tf.io.gfile.copy(
             os.path.join(work_dir, "model_cards", MODEL_CARD_HTML),
             os.path.join(output_dir, MODEL_CARD_HTML),
+            overwrite=True,
         )
-        with open(os.path.join(output_dir, MODEL_CARD_JSON), "w") as f:
-            json.dump(json.loads(card.to_json()), f, indent=2)
+        with tf.io.gfile.GFile(os.path.join(output_dir, MODEL_CARD_JSON), "w") as f:
+            f.write(json.dumps(json.loads(card.to_json()), indent=2))
         return card
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

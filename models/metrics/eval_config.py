@@ -91,15 +91,17 @@ def class_counts(confusion_matrix) -> dict[int, float]:
 
 
 def majority_rate(confusion_matrix) -> float:
-    """The largest class's share of the examples, from a MultiClassConfusionMatrixAtThresholds."""
+    """The largest class's share of the examples, from a MultiClassConfusionMatrixAtThresholds:
+    the bound of the gate's majority rule, here (AccuracyOverMajority) and when the report
+    explains it (components/evaluation_report/evaluation.py)."""
     per_class = class_counts(confusion_matrix)
     total = sum(per_class.values())
     return max(per_class.values()) / total if total else 0.0
 
 
 def class_names(config: tfma.EvalConfig) -> list[str]:
-    """The class names build_eval_config recorded in ClassRecall's config ([] in configs
-    made before it)."""
+    """The class names build_eval_config recorded in ClassRecall's config ([] in a config
+    without ClassRecall: not one of build_eval_config's)."""
     for spec in config.metrics_specs:
         for metric in spec.metrics:
             if metric.class_name == class_metrics.ClassRecall.__name__ and metric.config:

@@ -11,7 +11,8 @@ The value is JSON (bytes, MetricValue.bytes_value in the metrics file). TFMA lea
 non-numeric values out of baseline diffs and out of confidence-interval samples, and no
 threshold names this metric, so the comparison, the confidence intervals and the blessing gate
 ignore it. It is computed for the candidate model only, on every slice TFMA computes
-metrics for (the report reads the overall slice).
+metrics for; the report reads the overall slice's value back through the one reader of
+the Evaluator's output (components/evaluation_report/evaluation.py, `worst_errors`).
 """
 
 from __future__ import annotations
@@ -143,20 +144,3 @@ class WorstErrors(tfma.metrics.Metric):
     @property
     def compute_confidence_interval(self) -> bool:
         return False  # a list, not a number: no interval
-
-
-def read(evaluation_uri: str, candidate: str) -> list[WorstError] | None:
-    """The worst errors of model `candidate` on the overall slice of an Evaluator output,
-    or None when that Evaluator did not compute them (a run evaluated before this metric)."""
-    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
-        if metrics_for_slice.slice_key.single_slice_keys:
-            continue
-        for entry in metrics_for_slice.metric_keys_and_values:
-            if (
-                entry.key.name == WORST_ERRORS_METRIC
-                and entry.key.model_name == candidate
-                and not entry.key.is_diff
-                and entry.value.HasField("bytes_value")
-            ):
-                return from_json(entry.value.bytes_value)
-    return None

@@ -53,7 +53,7 @@ def dataset(tmp_path_factory) -> folder_ingest.IngestResult:
 def statistics(tmp_path_factory, dataset):
     """StatisticsGen's output on the dataset (shared by the schema and validator tests)."""
     run = harness.LocalRun(str(tmp_path_factory.mktemp("statistics_run")))
-    examples = harness.import_examples(dataset.tfrecord_dir)
+    examples = harness.import_examples(dataset.output_dir)
     outputs = run.run(tfx.components.StatisticsGen(examples=examples.outputs[harness.IMPORT_KEY]))
     return outputs["statistics"][0]
 
@@ -98,7 +98,7 @@ def broken_anomalies(tmp_path_factory, dataset):
     (train) and one label below the schema's domain (eval)."""
     root = tmp_path_factory.mktemp("broken")
     out = str(root / "tfrecords")
-    _rewrite(dataset.tfrecord_dir, out, "train", lambda f: f.pop(features.IMAGE_KEY))
+    _rewrite(dataset.output_dir, out, "train", lambda f: f.pop(features.IMAGE_KEY))
     _rewrite(out, out, "eval", _set_label(-1))
     examples = harness.import_examples(out)
     statistics_gen = tfx.components.StatisticsGen(examples=examples.outputs[harness.IMPORT_KEY])
@@ -110,7 +110,7 @@ def broken_anomalies(tmp_path_factory, dataset):
 def transform_graph(tmp_path_factory, dataset):
     """Transform's output on the dataset, configured as the pipeline configures it."""
     root = str(tmp_path_factory.mktemp("transform_run"))
-    examples = harness.import_examples(dataset.tfrecord_dir)
+    examples = harness.import_examples(dataset.output_dir)
     schema = harness.import_schema(root)
     transform = tfx.components.Transform(
         examples=examples.outputs[harness.IMPORT_KEY],

@@ -5,7 +5,7 @@ artifacts made by the test through `tfx.dsl.Importer` nodes (the `import_*` func
 below), runs that small pipeline in a folder of its own with its own SQLite ML Metadata,
 and reads the component's output artifacts back from ML Metadata:
 
-    examples = harness.import_examples(harness.ingest_images(tmp, {...}).tfrecord_dir)
+    examples = harness.import_examples(harness.ingest_images(tmp, {...}).output_dir)
     statistics_gen = tfx.components.StatisticsGen(examples=examples.outputs["result"])
     run = harness.LocalRun(tmp / "run")
     outputs = run.run(statistics_gen)           # {"statistics": [Artifact]}

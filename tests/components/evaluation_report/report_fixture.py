@@ -6,6 +6,12 @@ EvaluationReport and the ImagePusher (the card into assets.extra/). The model is
 project's own export of a MobileNetV2 with random weights (so the report and card must
 say RANDOM). Built once per test session into a fixed folder and reused by every test
 module that asks for it.
+
+Names that are markup (issue 25, item 7): one class folder is `<b>x`; one eval photo of
+the other class, and a broken file in `<b>x`'s train folder (skipped, so listed in the
+report), are named `<img src=x onerror=alert(1)>.jpg`. The random model answers `<b>x` for
+every photo, so the eval photo is one of the listed worst errors. The report and card must
+show every such name as text.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 
 from tfx import v1 as tfx
 from tfx.orchestration import metadata
@@ -22,12 +27,17 @@ from components.evaluation_report import build
 from components.evaluation_report.component import EvaluationReport
 from components.image_example_gen import ingest
 from components.pusher import component as pusher
+from models import ingest_report
 from models.metrics import eval_config
 from pipeline.metadata import latest_run
 from tests.components import harness
+from tools import ingest as folder_ingest
 from tools import samples
 
-CLASSES = {"hot_dog": (220, 60, 40), "not_hot_dog": (40, 90, 220)}
+MARKUP_CLASS = "<b>x"  # a class folder whose name is an HTML tag
+MARKUP_PHOTO = "<img src=x onerror=alert(1)>.jpg"  # a photo whose name is a script
+CLASSES = {"hot_dog": (220, 60, 40), MARKUP_CLASS: (40, 90, 220)}
+TRAIN_PER_CLASS = 10
 EVAL_PER_CLASS = 12
 MODEL_NAME = "report_test_model"
 
@@ -51,29 +61,12 @@ def evaluated_run(root: str) -> EvaluatedRun:
         with open(done) as f:
             return EvaluatedRun(**json.load(f))
     os.makedirs(root, exist_ok=True)
-    ingested = harness.ingest_images(
-        root,
-        {
-            "train": {c: harness.coloured_images(10, rgb) for c, rgb in CLASSES.items()},
-            "test": {
-                c: harness.coloured_images(EVAL_PER_CLASS, rgb, seed=50)
-                for c, rgb in CLASSES.items()
-            },
-        },
-    )
+    ingested = _ingest_images_with_markup_names(root)
     model_dir = samples.export_untrained_model(
         os.path.join(root, "export"), tuple(ingested.class_names), image_size=32, seed=3
     )
-    examples = harness.import_examples(ingested.tfrecord_dir)
     # ImageExampleGen keeps ingest's report in its Examples artifact; so does this one.
-    shutil.copyfile(
-        ingested.report_path,
-        os.path.join(
-            os.path.dirname(os.path.abspath(ingested.tfrecord_dir)),
-            "examples_artifact",  # harness.import_examples' artifact folder
-            os.path.basename(ingested.report_path),
-        ),
-    )
+    examples = harness.import_examples(ingested.output_dir)
     statistics_gen = tfx.components.StatisticsGen(examples=examples.outputs[harness.IMPORT_KEY])
     schema = harness.import_schema(root)
     validator = tfx.components.ExampleValidator(
@@ -121,12 +114,33 @@ def evaluated_run(root: str) -> EvaluatedRun:
         report_dir=report_outputs["report"][0].uri,
         card_dir=report_outputs["model_card"][0].uri,
         pushed_dir=pushed.get_string_custom_property("pushed_destination"),
-        eval_tfrecord_dir=os.path.join(ingested.tfrecord_dir, ingest.EVAL),
+        eval_tfrecord_dir=os.path.join(ingested.output_dir, ingest.EVAL),
         class_names=tuple(ingested.class_names),
     )
     with open(done, "w") as f:
         json.dump(dataclasses.asdict(result), f)
     return result
+
+
+def _ingest_images_with_markup_names(root: str) -> folder_ingest.IngestResult:
+    """The photo folder ({train,test}/<class>/), every class separable by its colour."""
+    images_dir = os.path.join(root, "images")
+    for split, count, seed in (("train", TRAIN_PER_CLASS, 0), ("test", EVAL_PER_CLASS, 50)):
+        for class_name, rgb in CLASSES.items():
+            folder = os.path.join(images_dir, split, class_name)
+            os.makedirs(folder, exist_ok=True)
+            for index, encoded in enumerate(harness.coloured_images(count, rgb, seed=seed)):
+                name = f"{index:03d}.png"
+                if class_name != MARKUP_CLASS and split == "test" and index == 0:
+                    name, encoded = MARKUP_PHOTO, samples.image_bytes(32, 32, "jpeg", 7, rgb)
+                with open(os.path.join(folder, name), "wb") as f:
+                    f.write(encoded)
+    with open(os.path.join(images_dir, "train", MARKUP_CLASS, MARKUP_PHOTO), "wb") as f:
+        f.write(b"not a photo")  # skipped by ingest, listed by name in the report
+    ingested = folder_ingest.ingest(images_dir, os.path.join(root, "data"))
+    assert len(ingested.skipped) == 1, ingested.skipped
+    assert os.path.isfile(os.path.join(ingested.output_dir, ingest_report.REPORT_FILE))
+    return ingested
 
 
 def report_json(run: EvaluatedRun) -> dict:

@@ -1,37 +1,16 @@
-"""Reading evaluations made before ClassRecall: per-class slices held recall and counts."""
+"""The eval config the gate reads back, and an evaluation the reader refuses.
+
+(The gate's decisions on real Evaluator runs: tests/components/standard/test_evaluator.py.)
+"""
 
 from __future__ import annotations
 
+import pytest
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.writers import eval_config_writer
 
-from components.evaluation_report import gate
+from components.evaluation_report.evaluation import Evaluation, EvaluationError
 from models.metrics import eval_config
-
-
-def test_an_older_evaluation_s_class_slices_give_recall_and_counts():
-    """Evaluations made before ClassRecall (their config records no class names) had a
-    `label_text=<class>` slice per class: its accuracy is the class's recall. Reports of
-    such runs are rebuilt from ML Metadata with today's code (report/rebuild.py)."""
-
-    def slice_metrics(accuracy: float, count: int) -> dict:
-        return {
-            (eval_config.ACCURACY_METRIC, "candidate", False): gate.Interval(accuracy, 0.0, 1.0),
-            (eval_config.ACCURACY_METRIC, "baseline", False): gate.Interval(0.5, 0.0, 1.0),
-            ("example_count", "candidate", False): gate.Interval(count, count, count),
-        }
-
-    metrics = {
-        gate.OVERALL: slice_metrics(0.85, 40),
-        "not_hot_dog": slice_metrics(0.4, 10),
-        "hot_dog": slice_metrics(1.0, 30),
-    }
-    recall, counts = gate.class_results_from_slices(metrics, "candidate")
-    assert {name: interval.value for name, interval in recall.items()} == {
-        "hot_dog": 1.0,
-        "not_hot_dog": 0.4,
-    }
-    assert counts == {"hot_dog": 30, "not_hot_dog": 10}
-    assert eval_config.class_names(tfma.EvalConfig()) == []
 
 
 def test_the_eval_config_records_its_class_names_and_no_per_class_slice():
@@ -41,3 +20,28 @@ def test_the_eval_config_records_its_class_names_and_no_per_class_slice():
     assert eval_config.class_names(config) == ["hot_dog", "not_hot_dog"]
     # One slice: every metric on a per-class slice cost as much again (eval_config.py).
     assert [tfma.SlicingSpec()] == list(config.slicing_specs)
+
+
+def _write_eval_run(folder, config: tfma.EvalConfig) -> str:
+    """An Evaluator output holding only its eval config, written as TFMA writes it."""
+    path = folder / f"{eval_config_writer.EVAL_CONFIG_FILE}.json"
+    path.write_text(
+        eval_config_writer._serialize_eval_run(config, "data", "tfrecords", {"": "model"})
+    )
+    return str(folder)
+
+
+def test_an_evaluation_made_before_class_recall_is_refused_with_the_fix(tmp_path):
+    """An Evaluator of project 0.x (no ClassRecall, per-class slices instead): the report
+    says to run the pipeline again instead of showing an empty per-class table."""
+    older = tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(label_key="label")],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=["label_text"])],
+    )
+    with pytest.raises(EvaluationError, match="before the Evaluator computed ClassRecall.*again"):
+        Evaluation.load(_write_eval_run(tmp_path, older))
+
+
+def test_a_folder_that_is_no_evaluator_output_is_refused(tmp_path):
+    with pytest.raises(EvaluationError, match="no eval config"):
+        Evaluation.load(str(tmp_path))

@@ -170,18 +170,6 @@ def test_make_report_rebuilds_a_past_run_from_ml_metadata(run, tmp_path):
         rebuild.rebuild(run.metadata_path, run.pipeline_name, "nope", str(output), "m")
 
 
-def test_a_run_evaluated_without_the_worst_errors_metric_says_so(run):
-    """`make report` on a run whose Evaluator predates the worst_errors metric: no list
-    (the report runs no model to make one), and the page says why."""
-    data = report_fixture.report_json(run)
-    assert data["worst_errors"]
-    figures = {"confusion_matrix": b"png", "per_class": b"png"}
-    assert "most confident wrong answers" in build.render_html(data, figures)
-    page = build.render_html({**data, "worst_errors": None}, figures)
-    assert "Not recorded: this run's Evaluator predates the worst_errors metric" in page
-    assert "data:image/jpeg" not in page
-
-
 class _Page:
     """One Chromium page over the DevTools protocol (websocket-client)."""
 
@@ -244,9 +232,24 @@ def headless_chromium(profile: str):
         process.wait(timeout=30)
 
 
+# What markup smuggled in through a file or class name would have made of the page:
+# elements with an event handler, images not embedded by the report (`<img src=x>`),
+# and bold elements opened by the `<b>x` class name (the report's own <b> hold a class
+# name shown as text, "<b>x", or a warning).
+INJECTED = """JSON.stringify({
+  handlers: Array.from(document.querySelectorAll("*")).filter(
+    e => Array.from(e.attributes).some(a => a.name.startsWith("on"))).map(e => e.outerHTML),
+  foreign_images: Array.from(document.images).filter(
+    i => !i.getAttribute("src").startsWith("data:")).map(i => i.outerHTML),
+  opened_bold: Array.from(document.querySelectorAll("b")).filter(
+    b => b.textContent.startsWith("x")).map(b => b.outerHTML),
+})"""
+
+
 def open_page(devtools: str, path: str, screenshot: str) -> dict:
     """Load a file in the browser's page; return its console/JS errors, its images
-    (alt, decoded or not) and title, and save a full-page screenshot."""
+    (alt, decoded or not), title, text and any injected elements (INJECTED), and save a
+    full-page screenshot."""
     with urllib.request.urlopen(f"{devtools}/json/list", timeout=30) as response:
         target = next(t for t in json.load(response) if t["type"] == "page")
     page = _Page(target["webSocketDebuggerUrl"])
@@ -261,6 +264,11 @@ def open_page(devtools: str, path: str, screenshot: str) -> dict:
         returnByValue=True,
     )["result"]["value"]
     title = page.call("Runtime.evaluate", expression="document.title", returnByValue=True)
+    text = page.call("Runtime.evaluate", expression="document.body.innerText", returnByValue=True)[
+        "result"
+    ]["value"]
+    injected = page.call("Runtime.evaluate", expression=INJECTED, returnByValue=True)
+
     height = page.call("Page.getLayoutMetrics")["cssContentSize"]["height"]
     shot = page.call(
         "Page.captureScreenshot",
@@ -276,7 +284,16 @@ def open_page(devtools: str, path: str, screenshot: str) -> dict:
         or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
         or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
     ]
-    return {"errors": errors, "images": json.loads(images), "title": title["result"]["value"]}
+    dialogs = [e for e in page.events if e.get("method") == "Page.javascriptDialogOpening"]
+    page.socket.close()
+    return {
+        "errors": errors,
+        "images": json.loads(images),
+        "title": title["result"]["value"],
+        "text": text,
+        "injected": json.loads(injected["result"]["value"]),
+        "dialogs": dialogs,
+    }
 
 
 def test_report_renders_in_chromium_without_errors(run, tmp_path):
@@ -293,3 +310,34 @@ def test_report_renders_in_chromium_without_errors(run, tmp_path):
     assert len(page["images"]) >= 5 + 1
     assert [i for i in page["images"] if not i["ok"]] == []
     assert screenshot.stat().st_size > 20_000
+
+
+def test_file_and_class_names_that_are_markup_are_shown_as_text(run, tmp_path):
+    """Issue 25: a class folder `<b>x` and a photo `<img src=x onerror=alert(1)>.jpg`
+    (a real one among the eval split's worst errors, a broken one in train: skipped and
+    listed) in a real run. In Chromium neither the report nor the model card gains an
+    element from them, no script runs, and the names are on the page, character for
+    character."""
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: run `make setup` (installs Debian's chromium)")
+    data = report_fixture.report_json(run)
+    assert report_fixture.MARKUP_CLASS in data["class_names"]  # report.json keeps them raw
+    skipped = f"train/{report_fixture.MARKUP_CLASS}/{report_fixture.MARKUP_PHOTO}"
+    assert [s["path"] for s in data["data"]["skipped"]] == [skipped]
+    eval_photo = f"test/hot_dog/{report_fixture.MARKUP_PHOTO}"
+    assert eval_photo in [e["path"] for e in data["worst_errors"]], "see report_fixture.py"
+    with headless_chromium(tempfile.mkdtemp(dir=tmp_path)) as devtools:
+        report = open_page(
+            devtools, os.path.join(run.report_dir, build.INDEX_HTML), str(tmp_path / "r.png")
+        )
+        card = open_page(
+            devtools, os.path.join(run.report_dir, build.MODEL_CARD_HTML), str(tmp_path / "c.png")
+        )
+    for page in (report, card):
+        assert page["injected"] == {"handlers": [], "foreign_images": [], "opened_bold": []}
+        assert page["dialogs"] == []
+        assert report_fixture.MARKUP_CLASS in page["text"]
+    assert report["errors"] == []
+    assert skipped in report["text"]
+    assert eval_photo in report["text"]
+    assert f"true hot_dog, predicted {report_fixture.MARKUP_CLASS}" in report["text"]

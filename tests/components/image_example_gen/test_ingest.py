@@ -18,7 +18,7 @@ import tensorflow as tf
 from PIL import Image
 
 from components.image_example_gen import ingest
-from models import features, preprocessing
+from models import features, ingest_report, preprocessing
 from tools import ingest as folder_ingest
 from tools import samples
 
@@ -94,7 +94,7 @@ def test_split_layout_keeps_original_bytes_records_facts_and_holds_out_test(tmp_
     assert all(p.startswith(b"test/") for p in eval_paths) and len(eval_paths) == 6
     with open(os.path.join(result.output_dir, "labels.txt")) as f:
         assert f.read() == "cat\ndog\n"
-    with open(result.report_path) as f:
+    with open(os.path.join(result.output_dir, ingest_report.REPORT_FILE)) as f:
         report = json.load(f)
     assert report["skipped"] == [
         {

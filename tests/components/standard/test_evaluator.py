@@ -21,6 +21,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.evaluation_report import gate
+from components.evaluation_report.evaluation import Evaluation
 from components.image_example_gen import ingest
 from models import features, stored_predictions
 from models.metrics import eval_config
@@ -100,7 +101,7 @@ def datasets(tmp_path_factory):
 
 def eval_records(ingested) -> list[bytes]:
     """The eval split's serialized tf.Examples, in file order."""
-    files = sorted(tf.io.gfile.glob(os.path.join(ingested.tfrecord_dir, ingest.EVAL, "*")))
+    files = sorted(tf.io.gfile.glob(os.path.join(ingested.output_dir, ingest.EVAL, "*")))
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
@@ -144,7 +145,7 @@ def evaluate(
     `unloadable_baseline` deletes the baseline SavedModel's variables once its answers are
     stored: loading it then fails."""
     root, ingested = dataset
-    examples = harness.import_examples(ingested.tfrecord_dir)
+    examples = harness.import_examples(ingested.output_dir)
     candidate_path = save_model(str(tmp_path / "candidate"), candidate_wrong, always)
     if "candidate" in stored:
         store_answers(candidate_path, "candidate", ingested, flipped)
@@ -174,7 +175,7 @@ def evaluate(
     outputs = harness.LocalRun(str(tmp_path / "run")).run(evaluator)
     blessing = outputs["blessing"][0]
     blessed = os.path.exists(os.path.join(blessing.uri, "BLESSED"))
-    return gate.read_gate(outputs["evaluation"][0].uri), blessed
+    return gate.read_gate(Evaluation.load(outputs["evaluation"][0].uri)), blessed
 
 
 def outcome(decision: gate.GateDecision) -> dict[str, bool]:

@@ -47,7 +47,7 @@ def _train(root: str, dataset, transform_graph, weights_file: str, **knobs):
     config = dataclasses.replace(
         PipelineConfig(), epochs=1, batch_size=4, backbone=BACKBONE, **knobs
     )
-    examples = harness.import_examples(dataset.tfrecord_dir)
+    examples = harness.import_examples(dataset.output_dir)
     transform = harness.import_output(transform_graph, "transform_graph")
     schema = harness.import_schema(root)
     component = tfx.components.Trainer(
@@ -112,7 +112,7 @@ def test_frozen_backbone_is_bit_identical_to_the_weights_file(frozen_model, weig
 
 
 def _eval_records(dataset) -> list[bytes]:
-    files = tf.io.gfile.glob(os.path.join(dataset.tfrecord_dir, ingest.EVAL, "*"))
+    files = tf.io.gfile.glob(os.path.join(dataset.output_dir, ingest.EVAL, "*"))
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 

@@ -22,7 +22,7 @@ def _records(tfrecord_dir: str, split: str) -> list[bytes]:
 
 def test_graph_equals_independent_decode_and_resize(dataset, transform_graph):
     output = tft.TFTransformOutput(transform_graph.uri)
-    records = _records(dataset.tfrecord_dir, "train")
+    records = _records(dataset.output_dir, "train")
     raw = tf.io.parse_example(records, output.raw_feature_spec())
     transformed = output.transform_features_layer()(raw)
     pixels = transformed[features.TRANSFORMED_IMAGE_KEY].numpy()

@@ -20,6 +20,7 @@ from tensorflow_model_analysis.metrics import metric_types
 from tfx import v1 as tfx
 
 from components.evaluation_report import gate
+from components.evaluation_report.evaluation import Evaluation
 from models import features
 from models.metrics import eval_config, worst_errors
 from models.metrics.worst_errors import WORST_ERRORS, WorstError
@@ -143,7 +144,7 @@ def test_the_evaluator_lists_the_candidates_mistakes_next_to_a_baseline(tmp_path
     paths = {c: [f"test/{c}/{i:03d}.png" for i in range(14)] for c in COLORS}
     # 14 mistakes, all at confidence 0.8: the list is the first WORST_ERRORS by path.
     candidate_wrong = paths["hot_dog"][:7] + paths["not_hot_dog"][:7]
-    examples = harness.import_examples(ingested.tfrecord_dir)
+    examples = harness.import_examples(ingested.output_dir)
     model = harness.import_model(save_model(str(tmp_path / "c"), candidate_wrong), "candidate")
     baseline = harness.import_model(
         save_model(str(tmp_path / "b"), paths["not_hot_dog"][10:]), "baseline"
@@ -158,7 +159,8 @@ def test_the_evaluator_lists_the_candidates_mistakes_next_to_a_baseline(tmp_path
     )
     uri = harness.LocalRun(str(tmp_path / "run")).run(evaluator)["evaluation"][0].uri
 
-    listed = worst_errors.read(uri, gate.candidate_model(uri))
+    evaluation = Evaluation.load(uri)
+    listed = evaluation.worst_errors
     classes = list(ingested.class_names)
     true = {path: classes.index(path.split("/")[1]) for path in candidate_wrong}
     assert listed == [
@@ -173,7 +175,7 @@ def test_the_evaluator_lists_the_candidates_mistakes_next_to_a_baseline(tmp_path
     ]
     assert {key.model_name for _, key in written} == {"candidate"}
     assert not any(key.is_diff for _, key in written)
-    decision = gate.read_gate(uri)
+    decision = gate.read_gate(evaluation)
     assert decision.candidate.value == pytest.approx(14 / 28)
     assert decision.baseline.value == pytest.approx(24 / 28)
     assert decision.difference.value == pytest.approx(-10 / 28)
