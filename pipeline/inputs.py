@@ -5,6 +5,12 @@ not ingesting it: the photos are read by ImageExampleGen inside the pipeline). T
 is listed, not read, so a wrong layout, a single class or undecodable file names stop the
 run with a clear message before anything starts. The backbone weights are resolved so their
 file and hash become part of the Trainer's cache key.
+
+No random weights where real ones can be had: when the demo asks for a backbone whose
+ImageNet file is absent (ResNet50 without internet), it runs EfficientNet-Lite0 with the
+ImageNet weights packaged in the lock file instead, and says so; only when even those are
+missing does it fall back to random weights. The backbone is decided here, before the
+pipeline is built, because the Transform graph's preprocessing depends on it.
 """
 
 from __future__ import annotations
@@ -17,11 +23,17 @@ from models import backbones, weights
 from pipeline import demo_data
 from pipeline.configs import PipelineConfig
 
+# The demo's backbone when the one asked for has no ImageNet file here.
+PACKAGED_FALLBACK_BACKBONE = "efficientnet_lite0"
+
 
 @dataclasses.dataclass(frozen=True)
 class PreparedInputs:
     images_dir: str  # empty when the run reads EXAMPLES
     weights_record: weights.WeightsRecord
+    # The configuration to build the pipeline from: the caller's, with BACKBONE replaced
+    # when the demo substituted a pretrained backbone (weights_record.substitution says why).
+    config: PipelineConfig | None = None
 
 
 def prepare_inputs(config: PipelineConfig) -> PreparedInputs:
@@ -42,11 +54,38 @@ def prepare_inputs(config: PipelineConfig) -> PreparedInputs:
             flush=True,
         )
         images_dir = listing.images_dir
-    # Only the demo may fall back to random weights; a user's run must not pass
-    # silently without transfer learning.
-    record = weights.resolve_weights(
-        config.backbone_weights,
-        backbones.get_backbone(config.backbone),
-        allow_random_fallback=config.is_demo,
+    record, config = resolve_backbone(config)
+    return PreparedInputs(images_dir, record, config)
+
+
+def resolve_backbone(config: PipelineConfig) -> tuple[weights.WeightsRecord, PipelineConfig]:
+    """The weights a run uses, and the config with the backbone that goes with them.
+
+    Only the demo may substitute a backbone or fall back to random weights; a user's run
+    with weights that cannot be had stops with the error saying where to put the file.
+    """
+    backbone = backbones.get_backbone(config.backbone)
+    if not config.is_demo or config.backbone_weights != weights.IMAGENET:
+        return weights.resolve_weights(config.backbone_weights, backbone), config
+    try:
+        return weights.resolve_weights(weights.IMAGENET, backbone), config
+    except weights.WeightsError as exc:
+        missing = str(exc).splitlines()[0]
+        if backbone.name == PACKAGED_FALLBACK_BACKBONE:
+            return weights.resolve_weights(weights.IMAGENET, backbone, True), config
+        try:
+            record = weights.resolve_weights(
+                weights.IMAGENET, backbones.get_backbone(PACKAGED_FALLBACK_BACKBONE)
+            )
+        except weights.WeightsError:
+            return weights.resolve_weights(weights.IMAGENET, backbone, True), config
+    reason = (
+        f"The demo uses {record.backbone} with its packaged ImageNet weights "
+        f"({record.package} {record.package_version}) instead of {backbone.name}, whose "
+        f"ImageNet weights are not here: {missing} "
+        f"Set BACKBONE_WEIGHTS=random to train {backbone.name} on random weights instead."
     )
-    return PreparedInputs(images_dir, record)
+    logging.warning("%s", reason)
+    print(f"NOTE: {reason}", flush=True)
+    record = dataclasses.replace(record, substitution=reason)
+    return record, dataclasses.replace(config, backbone=record.backbone)

@@ -43,6 +43,7 @@ def spec_path(config: PipelineConfig) -> str:
 def compile_pipeline(config: PipelineConfig) -> str:
     """Write the PipelineJob JSON and return its path."""
     inputs = prepare_inputs(config)
+    config = inputs.config  # the backbone may be the demo's pretrained substitute
     if config.schema == COMMITTED_SCHEMA:  # the image's copy, not this checkout's
         config = dataclasses.replace(
             config, schema=os.path.join(IMAGE_WORKDIR, os.path.relpath(COMMITTED_SCHEMA, REPO_ROOT))

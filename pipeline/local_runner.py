@@ -72,6 +72,7 @@ def main() -> int:
     try:
         config = PipelineConfig.from_env()
         inputs = prepare_inputs(config)
+        config = inputs.config  # the backbone may be the demo's pretrained substitute
         pipeline = create_pipeline(config, inputs.images_dir, inputs.weights_record)
     except (IngestError, WeightsError, ValueError) as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)

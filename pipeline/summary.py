@@ -225,10 +225,15 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
         lines.extend(f"  warning: {w}" for w in ingested["warnings"])
     weights = summary["backbone_weights"]
     if weights["pretrained"]:
+        origin = weights["path"]
+        if weights.get("package"):
+            origin = f"from {weights['package']} {weights['package_version']} ({origin})"
         lines.append(
             f"backbone: {weights['backbone']} {weights['source']} weights "
-            f"{weights['path']} (sha256 {weights['sha256'][:16]}...)"
+            f"{origin} (sha256 {weights['sha256'][:16]}...)"
         )
+        if weights.get("substitution"):
+            lines.append(f"  {weights['substitution']}")
     else:
         lines.append(f"backbone: {weights['backbone']} RANDOM WEIGHTS - NOT TRANSFER LEARNING")
     metrics = summary.get("eval_metrics", {})

