@@ -13,6 +13,7 @@ import logging
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 
 BLOCK = "block"
@@ -50,7 +51,7 @@ def read_anomalies(anomalies: standard_artifacts.ExampleAnomalies) -> list[Anoma
     for split in artifact_utils.decode_split_names(anomalies.split_names):
         path = os.path.join(artifact_utils.get_split_uri([anomalies], split), ANOMALIES_FILE)
         proto = anomalies_pb2.Anomalies()
-        with open(path, "rb") as f:
+        with fileio.open(path, "rb") as f:  # artifact URIs may be gs:// (Vertex)
             proto.ParseFromString(f.read())
         infos = sorted(proto.anomaly_info.items())
         if proto.HasField("dataset_anomaly_info"):

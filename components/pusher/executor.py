@@ -15,18 +15,29 @@ component's executor instead:
   index) as that version instead of copying it again: an unchanged re-run is blessed again
   (its baseline changed from none to that very model) and must not multiply identical versions.
 
-Only the local file system is handled here (the serving directory of this project); other
-push destinations go to TFX's executor unchanged.
+A base directory with a scheme (`gs://bucket/models/x`, `ram://...`) goes through
+`tf.io.gfile`, which reads the model from any artifact URI too. A bucket has no directory
+rename: gfile's rename of a folder copies and deletes object by object, so the version folder
+appears file by file. The push therefore writes the temporary folder, then renames its files
+into the version folder with `saved_model.pb` LAST: TF Serving (and serving/) see a version
+only through its saved_model.pb (a load attempt before it finds no model and is retried), and
+by then every variables file is in place. What a bucket does not give: two pushes racing for
+the same version number, and a reader that lists a version's folder mid-push sees it partly
+filled (no local fsync either; an object is durable once its upload returns). Other push
+destinations (not `filesystem`) go to TFX's executor unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import logging
 import os
 import shutil
 import time
+from functools import partial
 
+import tensorflow as tf
 from tfx.components.pusher import executor as pusher_executor
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
@@ -41,12 +52,30 @@ _SAME_MODEL_FILES = ("saved_model.pb", os.path.join("variables", "variables.inde
 log = logging.getLogger(__name__)
 
 
+def is_remote(path: str) -> bool:
+    """A path with a scheme (gs://, ram://, s3://...): handled through tf.io.gfile."""
+    return "://" in path
+
+
+def _names(base_directory: str) -> list[str]:
+    if is_remote(base_directory):
+        if not tf.io.gfile.isdir(base_directory):
+            return []
+        return [name.rstrip("/") for name in tf.io.gfile.listdir(base_directory)]
+    return os.listdir(base_directory) if os.path.isdir(base_directory) else []
+
+
 def _versions(base_directory: str) -> list[int]:
-    if not os.path.isdir(base_directory):
-        return []
-    return sorted(
-        int(name) for name in os.listdir(base_directory) if name.isascii() and name.isdigit()
-    )
+    return sorted(int(name) for name in _names(base_directory) if name.isascii() and name.isdigit())
+
+
+def _same_file(first: str, second: str) -> bool:
+    if not (is_remote(first) or is_remote(second)):
+        return os.path.isfile(second) and filecmp.cmp(first, second, False)
+    if not tf.io.gfile.exists(second):
+        return False
+    with tf.io.gfile.GFile(first, "rb") as a, tf.io.gfile.GFile(second, "rb") as b:
+        return a.read() == b.read()
 
 
 def find_same_version(model_path: str, base_directory: str) -> str | None:
@@ -54,8 +83,7 @@ def find_same_version(model_path: str, base_directory: str) -> str | None:
     for version in reversed(_versions(base_directory)):
         candidate = os.path.join(base_directory, str(version))
         if all(
-            os.path.isfile(os.path.join(candidate, name))
-            and filecmp.cmp(os.path.join(model_path, name), os.path.join(candidate, name), False)
+            _same_file(os.path.join(model_path, name), os.path.join(candidate, name))
             for name in _SAME_MODEL_FILES
         ):
             return str(version)
@@ -84,13 +112,55 @@ def _fsync_dir(path: str) -> None:
 
 def remove_stale_pushes(base_directory: str) -> list[str]:
     """Delete what killed pushes left (temporary directories); returns their names."""
-    if not os.path.isdir(base_directory):
-        return []
-    stale = sorted(n for n in os.listdir(base_directory) if n.startswith(TEMP_PREFIX))
+    stale = sorted(n for n in _names(base_directory) if n.startswith(TEMP_PREFIX))
     for name in stale:
         log.warning("Removing %s left by an interrupted push", name)
-        shutil.rmtree(os.path.join(base_directory, name))
+        if is_remote(base_directory):
+            _remove_remote_tree(os.path.join(base_directory, name))
+        else:
+            shutil.rmtree(os.path.join(base_directory, name))
     return stale
+
+
+def _remove_remote_tree(folder: str) -> None:
+    """Delete every object under folder; a bucket's (or ram://'s) folders are only prefixes.
+    NotFound is skipped: TF's ram:// lists `assets.extra/x` under `assets/` as `.extra`."""
+    for directory, _dirs, files in list(tf.io.gfile.walk(folder)):
+        for name in files:
+            with contextlib.suppress(tf.errors.NotFoundError):
+                tf.io.gfile.remove(os.path.join(directory, name))
+    with contextlib.suppress(tf.errors.NotFoundError):
+        tf.io.gfile.rmtree(folder)  # NotFound: nothing but prefixes was left
+
+
+def _copy_tree(source: str, destination: str) -> list[str]:
+    """gfile's copy of a folder (any scheme on either side); returns the files' relative paths."""
+    copied = []
+    for directory, _dirs, files in tf.io.gfile.walk(source):
+        relative = os.path.relpath(directory, source)
+        # No os.path.normpath: it turns "gs://b" into the local path "gs:/b".
+        target = destination if relative == "." else os.path.join(destination, relative)
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            tf.io.gfile.copy(os.path.join(directory, name), os.path.join(target, name), True)
+            copied.append(name if relative == "." else os.path.join(relative, name))
+    return copied
+
+
+def _push_remote(model_path: str, temporary: str, final: str, extra_assets_dir: str | None):
+    """Copy into temporary, then move its files under final, saved_model.pb last (see the
+    module docstring). The file list is the copy's own: no listing of the bucket mid-push."""
+    files = _copy_tree(model_path, temporary)
+    if extra_assets_dir:
+        extra = os.path.join(temporary, features.ASSETS_EXTRA_DIR)
+        files += [
+            os.path.join(features.ASSETS_EXTRA_DIR, n) for n in _copy_tree(extra_assets_dir, extra)
+        ]
+    files = sorted(set(files), key=lambda name: (name == "saved_model.pb", name))
+    for name in files:
+        tf.io.gfile.makedirs(os.path.dirname(os.path.join(final, name)))
+        tf.io.gfile.rename(os.path.join(temporary, name), os.path.join(final, name), True)
+    _remove_remote_tree(temporary)
 
 
 def push_model(model_path: str, base_directory: str, extra_assets_dir: str | None = None) -> str:
@@ -99,7 +169,10 @@ def push_model(model_path: str, base_directory: str, extra_assets_dir: str | Non
     Returns the version (a directory name). The version is the push time in seconds, as TFX's
     UNIX_TIMESTAMP versioning, but always above every existing version so it is the latest.
     """
-    os.makedirs(base_directory, exist_ok=True)
+    if is_remote(base_directory):
+        tf.io.gfile.makedirs(base_directory)
+    else:
+        os.makedirs(base_directory, exist_ok=True)
     remove_stale_pushes(base_directory)
     same = find_same_version(model_path, base_directory)
     if same is not None:
@@ -107,15 +180,20 @@ def push_model(model_path: str, base_directory: str, extra_assets_dir: str | Non
         return same
     version = str(max([int(time.time()), *(v + 1 for v in _versions(base_directory))]))
     temporary = os.path.join(base_directory, TEMP_PREFIX + version)
-    shutil.copytree(model_path, temporary)
+    final = os.path.join(base_directory, version)
+    if is_remote(base_directory):
+        _push_remote(model_path, temporary, final, extra_assets_dir)
+        log.info("Model pushed to %s", final)
+        return version
+    sources_remote = is_remote(model_path) or is_remote(extra_assets_dir or "")
+    copy_tree = _copy_tree if sources_remote else partial(shutil.copytree, dirs_exist_ok=True)
+    copy_tree(model_path, temporary)
     if extra_assets_dir:
-        shutil.copytree(
-            extra_assets_dir, os.path.join(temporary, features.ASSETS_EXTRA_DIR), dirs_exist_ok=True
-        )
+        copy_tree(extra_assets_dir, os.path.join(temporary, features.ASSETS_EXTRA_DIR))
     _fsync_tree(temporary)
-    os.rename(temporary, os.path.join(base_directory, version))  # the version appears whole
+    os.rename(temporary, final)  # the version appears whole
     _fsync_dir(base_directory)
-    log.info("Model pushed to %s", os.path.join(base_directory, version))
+    log.info("Model pushed to %s", final)
     return version
 
 
