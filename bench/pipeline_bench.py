@@ -320,7 +320,8 @@ def markdown(results: dict) -> str:
     for row in results["rows"]:
         first, rerun = row["first"], row["rerun"]
         if "failed" in first or "failed" in rerun:
-            lines.append(f"| {row['backbone']} | {row['dtype']} | FAILED (see pipeline.json) |")
+            why = "not run (--no-pipeline)" if first.get("failed") == "not run" else "FAILED"
+            lines.append(f"| {row['backbone']} | {row['dtype']} | {why} (see pipeline.json) |")
             continue
         floor_s = row["floor_seconds"]
         lines.append(
