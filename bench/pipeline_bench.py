@@ -1,26 +1,30 @@
-"""Whole-pipeline cost against the compute floor, on a real photo folder, in one run.
+"""Whole-pipeline cost against the one-pass floor, per backbone and dtype, in one run.
 
 Why: a user iterates (change a learning rate, run again); what they wait for is the
-pipeline's wall time, not a component's. This bench measures, side by side in one
-process tree (the machine is shared and noisy, so only ratios measured together mean
-anything):
-- the floor: a bare Keras ResNet50 `predict` at IMAGE_SIZE on photos of the folder, best
-  of several passes, scaled to one backbone pass per photo plus one more per eval photo
-  (the Evaluator's);
+pipeline's wall time, and the least any first run can cost is one backbone forward pass
+per photo. This bench measures, side by side in one run (the machine is shared and noisy,
+so only ratios measured together mean anything), for every backbone and compute dtype
+asked for:
+- the floor: a bare Keras `predict` of the backbone (+ pooling) on photos of the folder,
+  decoded and preprocessed beforehand, best of --passes, scaled to one pass per photo of
+  the run;
+- the profile of the Trainer's own backbone pass on the same photos (best of --passes):
+  the input pipeline alone (records -> Transform graph), the feature pass on in-memory
+  images, and the feature pass through the Trainer's input pipeline, against the floor;
 - the first `make run` (fresh OUTPUT, process start included) and its ratio to the floor,
-  with every component's seconds and the Trainer's phases;
-- a head-only re-run (LEARNING_RATE changed) and its ratio to the first run, and a second
-  one (DROPOUT changed, after the TUNE=true run) to show how far the same work moves;
-- TUNE=true on the same OUTPUT: the Tuner's seconds for its trials, against one backbone
-  pass over the training set;
-- BACKBONE_DTYPE=bfloat16: the backbone pass's speed against float32 (bare, and inside
-  the Trainer), the features' agreement, and the Evaluator's accuracy with each.
+  with every component's seconds; then a head-only re-run (LEARNING_RATE changed) and its
+  ratio to the first run.
+It records the machine's load: load averages before and after, and the CPU that other
+processes used during the bench (cores busy minus this bench's own process tree).
 Results: bench/results/pipeline.json and pipeline.md.
 
-    BENCH_IMAGES=/path/to/photos python -m bench.pipeline_bench [--image-size 224]
+    BENCH_IMAGES=/path/to/photos python -m bench.pipeline_bench \
+        [--photos 200] [--backbones resnet50,efficientnet_lite0] [--dtypes float32,bfloat16]
 
-The backbone has random weights (ImageNet weights cannot be downloaded here): the same
-compute as pretrained ones, but accuracy only compares runs with each other.
+--backbones takes any name of models/backbones.py (`all`: every one); the default is
+ResNet50 and EfficientNet-Lite0, or EfficientNet-B0 and MobileNetV2 where Lite0 is not in
+the table. The backbones have random weights (no download): the same compute as
+pretrained ones; accuracy only compares runs with each other.
 """
 
 from __future__ import annotations
@@ -43,8 +47,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work", "pipeline")
 IMAGES_ENV = "BENCH_IMAGES"
 EXIT_NOT_PUSHED = 3  # pipeline/summary.py's exit code (not imported: it pulls in TFMA)
+BATCH_SIZE = 32  # the Trainer's default, the floor's too
 # The knobs every run shares: random weights (offline), and a gate a chance-level model
-# (random weights) passes, so the first run is pushed and the re-runs' Evaluator scores a
+# (random weights) passes, so the first run is pushed and the re-run's Evaluator scores a
 # baseline too, as a user's re-run after a blessed run does.
 BASE_KNOBS = {
     "BACKBONE_WEIGHTS": "random",
@@ -52,6 +57,7 @@ BASE_KNOBS = {
     "MIN_CLASS_RECALL": "0",
     "BEAT_MAJORITY_CLASS": "false",
 }
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def _setup_env() -> None:
@@ -61,54 +67,165 @@ def _setup_env() -> None:
         sys.path.insert(0, ROOT)
 
 
-def sample_images(images_dir: str, image_size: int, count: int):
-    """`count` photos of the folder, decoded, resized and preprocessed like Transform does."""
-    import tensorflow as tf
+def default_backbones() -> list[str]:
+    from models.backbones import BACKBONES
 
-    from models import preprocessing
-    from serving.client import image_files
-
-    paths = list(image_files([images_dir], (".jpg", ".jpeg", ".png")))[:count]
-    if not paths:
-        raise SystemExit(f"no JPEG/PNG photos under {images_dir}")
-    encoded = tf.constant([tf.io.read_file(p).numpy() for p in paths])
-    return preprocessing.preprocess_images(encoded, image_size, "resnet50")
+    if "efficientnet_lite0" in BACKBONES:
+        return ["resnet50", "efficientnet_lite0"]
+    return ["resnet50", "efficientnet_b0", "mobilenet_v2"]
 
 
-def backbone_passes(images, image_size: int, passes: int) -> dict:
-    """Bare predict of ResNet50 (+ pooling), float32 and bfloat16, best of `passes` each,
-    and how far the bfloat16 features are from the float32 ones."""
+def photo_subset(images_dir: str, per_split_class: int, out_dir: str) -> str:
+    """A folder of symbolic links to the first `per_split_class` photos of every class
+    folder (every split folder too), laid out like `images_dir`; 0 = the folder itself."""
+    if per_split_class <= 0:
+        return images_dir
+    shutil.rmtree(out_dir, ignore_errors=True)
+    for folder, _, names in sorted(os.walk(images_dir)):
+        photos = sorted(n for n in names if n.lower().endswith(PHOTO_SUFFIXES))
+        if not photos:
+            continue
+        target = os.path.join(out_dir, os.path.relpath(folder, images_dir))
+        os.makedirs(target, exist_ok=True)
+        for name in photos[:per_split_class]:
+            os.symlink(os.path.join(folder, name), os.path.join(target, name))
+    return out_dir
+
+
+def photo_paths(images_dir: str) -> list[str]:
+    return sorted(
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(images_dir)
+        for name in names
+        if name.lower().endswith(PHOTO_SUFFIXES)
+    )
+
+
+class MachineLoad:
+    """Load averages and the CPU other processes used while the bench ran."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.load_before = os.getloadavg()
+        self._start = time.perf_counter()
+        self._busy = self._busy_seconds()
+        self._own = self._own_seconds()
+
+    def _busy_seconds(self) -> float:
+        times = self._psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    @staticmethod
+    def _own_seconds() -> float:
+        t = os.times()  # this process and its waited-for children (the pipeline runs)
+        return t.user + t.system + t.children_user + t.children_system
+
+    def summary(self) -> dict:
+        elapsed = time.perf_counter() - self._start
+        busy = self._busy_seconds() - self._busy
+        own = self._own_seconds() - self._own
+        return {
+            "load_average_before": list(self.load_before),
+            "load_average_after": list(os.getloadavg()),
+            "seconds": elapsed,
+            "cpus": os.cpu_count(),
+            "own_cpu_cores": own / elapsed,
+            "other_processes_cpu_cores": max(busy - own, 0.0) / elapsed,
+        }
+
+
+def _seconds(run) -> float:
+    """The seconds `run` reports (a float), else its wall time."""
+    start = time.perf_counter()
+    reported = run()
+    return reported if isinstance(reported, float) else time.perf_counter() - start
+
+
+def profile_backbone(
+    photos: list[str], backbone_name: str, dtype: str, image_size: int, passes: int
+) -> dict:
+    """The floor (bare predict) and the Trainer's backbone pass on the same photos."""
     import numpy as np
+    import tensorflow as tf
     import tf_keras
 
-    from models import model
+    from models import examples, feature_cache, model, preprocessing, tf_data
+    from models.options import TrainingOptions
     from tools import samples
 
+    work = os.path.join(WORK, "profile", f"{backbone_name}_{dtype}")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    encoded = [tf.io.read_file(p).numpy() for p in photos]
+    records = os.path.join(work, "records.tfrecord")
+    with tf.io.TFRecordWriter(records) as writer:
+        for i, data in enumerate(encoded):
+            row = samples.raw_row(data, label=i % 2, label_text=str(i % 2))
+            writer.write(examples.make_example(row).SerializeToString())
+    transform_output = samples.transform_output(
+        os.path.join(work, "transform"), image_size, backbone_name
+    )
+    images = preprocessing.preprocess_images(tf.constant(encoded), image_size, backbone_name)
+    labels = np.arange(len(photos)) % 2
+    spec = model.BackboneSpec(
+        backbone_name, samples.random_weights(backbone_name), image_size, dtype
+    )
     tf_keras.utils.set_random_seed(0)
-    backbone = model.build_backbone("resnet50", image_size, samples.random_weights("resnet50"))
-    result = {"images": int(images.shape[0])}
-    features = {}
-    for dtype in ("float32", "bfloat16"):
-        extractor = model.build_feature_extractor(backbone, image_size, dtype, "resnet50")
-        extractor.predict(images[:32], batch_size=32, verbose=0)  # warm-up and tracing
-        best = math.inf
-        for _ in range(passes):
-            start = time.perf_counter()
-            out = extractor.predict(images, batch_size=32, verbose=0)
-            best = min(best, time.perf_counter() - start)
-        features[dtype] = np.asarray(out, np.float32)
-        result[f"{dtype}_images_per_s"] = images.shape[0] / best
-        print(f"bare predict {dtype}: {result[f'{dtype}_images_per_s']:.1f} images/s", flush=True)
-    f32, bf16 = features["float32"], features["bfloat16"]
-    cosine = np.sum(f32 * bf16, axis=1) / (
-        np.linalg.norm(f32, axis=1) * np.linalg.norm(bf16, axis=1) + 1e-12
-    )
-    result.update(
-        bf16_speedup=result["bfloat16_images_per_s"] / result["float32_images_per_s"],
-        bf16_cosine_min=float(cosine.min()),
-        bf16_cosine_mean=float(cosine.mean()),
-        bf16_relative_error=float(np.linalg.norm(f32 - bf16) / np.linalg.norm(f32)),
-    )
+    backbone = spec.build()
+    extractor = feature_cache.feature_extractor(backbone, spec)
+    options = TrainingOptions(batch_size=BATCH_SIZE, backbone_dtype=dtype)
+
+    def trainer_dataset():
+        return tf_data.make_dataset(
+            [records], samples.data_accessor(), transform_output, BATCH_SIZE, False, 0
+        )
+
+    def in_memory():
+        return tf.data.Dataset.from_tensor_slices((images, labels)).batch(BATCH_SIZE)
+
+    def feature_pass(make) -> float:
+        """The pass's own seconds (FeatureCache.seconds): building the input pipeline
+        (counting records, tracing the Transform graph) is not part of it."""
+        source = feature_cache.FeatureSource(spec, backbone, options, work)
+        return source.features({"profile": make})["profile"].seconds
+
+    extractor.predict(images[:BATCH_SIZE], batch_size=BATCH_SIZE, verbose=0)  # tracing
+    feature_pass(lambda: in_memory().take(1))  # traces the feature pass's function
+    count = len(photos)
+    dataset = trainer_dataset()
+    # Round robin, best of `passes` each: a change of the machine's load hits all four.
+
+    def bare_predict() -> None:
+        extractor.predict(images, batch_size=BATCH_SIZE, verbose=0)
+
+    def input_only() -> None:
+        for _ in dataset:
+            pass
+
+    runs = {
+        "floor": bare_predict,
+        "input_only": input_only,
+        "memory_pass": lambda: feature_pass(in_memory),
+        "trainer_pass": lambda: feature_pass(trainer_dataset),
+    }
+    best = {name: math.inf for name in runs}
+    for _ in range(passes):
+        for name, run in runs.items():
+            best[name] = min(best[name], _seconds(run))
+    floor, input_seconds = best["floor"], best["input_only"]
+    memory_pass, trainer_pass = best["memory_pass"], best["trainer_pass"]
+    result = {
+        "images": count,
+        "floor_images_per_s": count / floor,
+        "input_pipeline_images_per_s": count / input_seconds,
+        "feature_pass_in_memory_images_per_s": count / memory_pass,
+        "feature_pass_trainer_images_per_s": count / trainer_pass,
+        "trainer_pass_to_floor": floor / trainer_pass,
+        "in_memory_pass_to_floor": floor / memory_pass,
+    }
+    print(f"profile {backbone_name} {dtype}: {json.dumps(result)}", flush=True)
     return result
 
 
@@ -122,7 +239,7 @@ def run_pipeline(name: str, images_dir: str, output: str, image_size: int, **kno
         "IMAGE_SIZE": str(image_size),
         **{k.upper(): str(v) for k, v in knobs.items()},
     }
-    print(f"pipeline run '{name}' ({knobs or 'first run'}) ...", flush=True)
+    print(f"pipeline run '{name}' ({knobs}) ...", flush=True)
     start = time.perf_counter()
     completed = subprocess.run(
         [sys.executable, os.path.join(ROOT, "pipeline", "local_runner.py")],
@@ -154,12 +271,9 @@ def run_pipeline(name: str, images_dir: str, output: str, image_size: int, **kno
         "startup_seconds": wall - summary["wall_seconds"],
         "components": {n: c["seconds"] for n, c in summary["components"].items()},
         "states": {n: c["state"] for n, c in summary["components"].items()},
-        "accuracy": summary.get("eval_metrics", {}).get("sparse_categorical_accuracy"),
         "pushed": completed.returncode == 0,
-        "feature_cache": summary.get("feature_cache"),
-        "tuner": {k: v for k, v in summary.get("tuner", {}).items() if k != "all"} or None,
         "counts": {s: sum(c.values()) for s, c in summary["ingest"]["counts"].items()},
-        # The eval predictions the Trainer stored for the Evaluator (or why none).
+        "feature_cache": summary.get("feature_cache"),
         "stored_eval_predictions": metadata.get("stored_eval_predictions"),
         "trainer_phases": {
             k: history[k][-1]
@@ -171,120 +285,122 @@ def run_pipeline(name: str, images_dir: str, output: str, image_size: int, **kno
     return result
 
 
-def _stored(run: dict) -> str:
-    stored = run.get("stored_eval_predictions") or {}
-    if not stored.get("count"):
-        return f"none ({stored.get('reason', 'not recorded')})"
+def _cell(value: float | None, fmt: str = "{:.1f}") -> str:
     return (
-        f"{stored['count']} in {stored['seconds']:.1f} s "
-        f"({stored['backbone_images']} images through the backbone)"
+        ""
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (fmt.format(value))
     )
 
 
 def markdown(results: dict) -> str:
-    m, f, b = results["meta"], results["floor"], results["backbone"]
-    failed = [k for k, run in results["runs"].items() if "failed" in run]
-    if failed:
-        return "# Pipeline bench\n\nFAILED runs: " + ", ".join(failed) + " (see pipeline.json)\n"
-    first, rerun, tune = (results["runs"][k] for k in ("first", "rerun", "tune"))
-    rerun2 = results["runs"].get("rerun2")
-    # Without the bf16 pipeline run (--no-bf16-run), its column stays empty.
-    bf16 = results["runs"].get("bf16", {"components": {}, "states": {}, "trainer_phases": {}})
-    load = ", ".join(f"{x:.1f}" for x in m["load_average_before"])
-    after = ", ".join(f"{x:.1f}" for x in m["load_average_after"])
+    m, load = results["meta"], results["load"]
     lines = [
-        "# Pipeline: first run, head-only re-run and Tuner against the compute floor",
+        "# Pipeline: first run and head-only re-run against the one-pass floor",
         "",
-        f"{m['train_images']} train + {m['eval_images']} eval (+ validation) photos from "
-        f"`{m['images']}` at "
-        f"{m['image_size']} px, ResNet50 with RANDOM weights (same compute as ImageNet ones), "
-        f"{m['cpus']} CPUs, {m['machine']}. Load average {load} before the bench and "
-        f"{after} after it: absolute seconds move with the machine's load; the ratios were "
-        "measured side by side in one run.",
+        f"{m['photos']} photos from `{m['images']}` ({m['per_split_class']} per class and "
+        f"split folder; 0 = all) at {m['image_size']} px, backbones with RANDOM weights "
+        f"(same compute as ImageNet ones), {load['cpus']} CPUs, {m['machine']}.",
         "",
-        "| measure | seconds | ratio | goal |",
-        "|---|---|---|---|",
-        f"| floor: bare `predict`, best of {m['floor_passes']} passes "
-        f"({b['float32_images_per_s']:.1f} images/s) x one pass per photo (+ eval again "
-        "without a validation split) | "
-        f"{f['seconds']:.0f} | 1.00 | |",
-        f"| first run (`make run`, fresh OUTPUT, process start included) | "
-        f"{first['wall_seconds']:.0f} | {first['wall_seconds'] / f['seconds']:.2f}x floor "
-        "| <= 1.3x |",
-        f"| the issue's floor: one pass per photo plus one more per eval photo "
-        f"({f['issue_passes']} passes) | {f['issue_seconds']:.0f} | "
-        f"first run {first['wall_seconds'] / f['issue_seconds']:.2f}x | <= 1.3x |",
-        f"| head-only re-run (LEARNING_RATE=0.002) | {rerun['wall_seconds']:.0f} | "
-        f"{rerun['wall_seconds'] / first['wall_seconds']:.2f}x first run | <= 0.3x |",
-        *(
-            [
-                f"| second head-only re-run (DROPOUT=0.3, after the TUNE=true run) | "
-                f"{rerun2['wall_seconds']:.0f} | "
-                f"{rerun2['wall_seconds'] / first['wall_seconds']:.2f}x first run | <= 0.3x |"
-            ]
-            if rerun2
-            else []
-        ),
-        f"| Tuner component, {(tune['tuner'] or {}).get('trials')} trials on cached features | "
-        f"{tune['components'].get('Tuner', float('nan')):.1f} | "
-        f"{tune['components'].get('Tuner', float('nan')) / f['train_pass_seconds']:.2f}x one "
-        "backbone pass over the training set | <= 0.5x |",
+        f"Machine load: load average {', '.join(f'{x:.1f}' for x in load['load_average_before'])}"
+        f" before the bench, {', '.join(f'{x:.1f}' for x in load['load_average_after'])} after;"
+        f" other processes used {load['other_processes_cpu_cores']:.2f} of the "
+        f"{load['cpus']} cores on average during its {load['seconds']:.0f} s (the bench "
+        f"itself {load['own_cpu_cores']:.2f}). Absolute seconds move with the load; the "
+        "ratios were measured side by side in this run.",
         "",
-        "Where the first run's seconds go (component seconds from ML Metadata):",
+        "The floor: one bare Keras `predict` pass per photo (batch 32, best of "
+        f"{m['passes']} passes over {m['floor_images']} photos, images decoded beforehand).",
         "",
-        "| component | first run | head-only re-run | TUNE=true re-run | bf16 run |",
-        "|---|---|---|---|---|",
+        "| backbone | dtype | floor images/s | floor s | first run s | first / floor | goal "
+        "| head-only re-run s | re-run / first | goal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in first["components"] | tune["components"]:
-        cells = []
-        for run in (first, rerun, tune, bf16):
-            seconds, state = run["components"].get(name), run["states"].get(name, "")
-            cells.append("" if seconds is None else f"{seconds:.1f} {state.lower()}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    goals = {"resnet50": "<= 1.25x", "efficientnet_lite0": "<= 2x"}
+    for row in results["rows"]:
+        first, rerun = row["first"], row["rerun"]
+        if "failed" in first or "failed" in rerun:
+            why = "not run (--no-pipeline)" if first.get("failed") == "not run" else "FAILED"
+            lines.append(f"| {row['backbone']} | {row['dtype']} | {why} (see pipeline.json) |")
+            continue
+        floor_s = row["floor_seconds"]
+        lines.append(
+            f"| {row['backbone']} | {row['dtype']} | {row['profile']['floor_images_per_s']:.1f} "
+            f"| {floor_s:.1f} | {first['wall_seconds']:.0f} | "
+            f"{first['wall_seconds'] / floor_s:.2f}x | {goals.get(row['backbone'], '')} | "
+            f"{rerun['wall_seconds']:.0f} | "
+            f"{rerun['wall_seconds'] / first['wall_seconds']:.2f}x | "
+            f"{'<= 0.15x' if row['backbone'] == 'resnet50' else ''} |"
+        )
+    lines += [
+        "",
+        "The Trainer's backbone pass against the floor, same photos, same process (best of "
+        f"{m['passes']}): the input pipeline alone (records -> Transform graph: decode, "
+        "resize, preprocess), the feature pass on images already in memory, and through "
+        "the Trainer's input pipeline.",
+        "",
+        "| backbone | dtype | floor images/s | input pipeline alone | feature pass, in memory "
+        "| feature pass, Trainer's pipeline | Trainer's pass / floor |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        p = row["profile"]
+        lines.append(
+            f"| {row['backbone']} | {row['dtype']} | {p['floor_images_per_s']:.1f} | "
+            f"{p['input_pipeline_images_per_s']:.1f} | "
+            f"{p['feature_pass_in_memory_images_per_s']:.1f} | "
+            f"{p['feature_pass_trainer_images_per_s']:.1f} | "
+            f"{p['trainer_pass_to_floor']:.2f}x |"
+        )
+    names = sorted({n for row in results["rows"] for n in row["first"].get("components", {})})
+    header = [f"{row['backbone']} {row['dtype']}" for row in results["rows"]]
+    lines += [
+        "",
+        "Where the seconds go (component seconds from ML Metadata; first run / head-only re-run):",
+        "",
+        "| component | " + " | ".join(header) + " |",
+        "|---|" + "---|" * len(header),
+    ]
+
+    def pair(row, pick) -> str:
+        return " / ".join(_cell(pick(row[k])) for k in ("first", "rerun"))
+
+    for name in names:
+        lines.append(
+            f"| {name} | "
+            + " | ".join(
+                pair(r, lambda run, n=name: run.get("components", {}).get(n))
+                for r in results["rows"]
+            )
+            + " |"
+        )
     lines.append(
-        "| process start and imports (wall minus the pipeline's clock) | "
+        "| Trainer's backbone pass (train + eval) | "
         + " | ".join(
-            f"{r.get('startup_seconds', math.nan):.1f}" for r in (first, rerun, tune, bf16)
+            pair(r, lambda run: run.get("trainer_phases", {}).get("feature_seconds"))
+            for r in results["rows"]
         )
         + " |"
     )
     lines.append(
-        "| wall | "
-        + " | ".join(f"{r['wall_seconds']:.0f}" for r in (first, rerun, tune, bf16))
+        "| eval split's stored predictions | "
+        + " | ".join(
+            pair(r, lambda run: (run.get("stored_eval_predictions") or {}).get("seconds"))
+            for r in results["rows"]
+        )
         + " |"
     )
-    phases = first["trainer_phases"]
-    lines += [
-        "",
-        f"Inside the first run's Trainer: backbone pass over train + eval "
-        f"{phases.get('feature_seconds', float('nan')):.1f} s "
-        f"({phases.get('cache_images_per_s', float('nan')):.1f} images/s), head training "
-        f"{phases.get('frozen_seconds', 0) - phases.get('feature_seconds', 0):.1f} s; the rest "
-        "of the Trainer is reading the Transform graph, building the backbone and the export.",
-        f"The re-run's Trainer ran {rerun['feature_cache']['backbone_images']} images through "
-        f"the backbone (features reused: {rerun['feature_cache']['reused']}); cache on disk: "
-        f"{rerun['feature_cache']['size_bytes'] / 1e6:.1f} MB.",
-        f"Eval predictions the Trainer stored for the Evaluator: first run "
-        f"{_stored(first)}, re-run {_stored(rerun)}; the Evaluator checks about one in "
-        "32 of the candidate's (and the first) against its model; the baseline's were "
-        "checked when it was the candidate.",
-        "",
-        "| backbone pass | float32 | bfloat16 | ratio |",
-        "|---|---|---|---|",
-        f"| bare predict, {b['images']} photos, images/s | {b['float32_images_per_s']:.1f} | "
-        f"{b['bfloat16_images_per_s']:.1f} | {b['bf16_speedup']:.2f}x |",
-        f"| inside the Trainer, train + eval, s | "
-        f"{first['trainer_phases'].get('feature_seconds', float('nan')):.1f} | "
-        f"{bf16['trainer_phases'].get('feature_seconds', float('nan')):.1f} | |",
-        f"| eval accuracy (Evaluator, float32 model served) | {first['accuracy']:.3f} | "
-        f"{bf16.get('accuracy') or math.nan:.3f} | |",
-        "",
-        f"bfloat16 features against float32 on the same photos: cosine similarity min "
-        f"{b['bf16_cosine_min']:.4f}, mean {b['bf16_cosine_mean']:.4f}; relative error "
-        f"{b['bf16_relative_error']:.4f}.",
-        "",
-    ]
-    return "\n".join(lines)
+    lines.append(
+        "| process start and imports | "
+        + " | ".join(pair(r, lambda run: run.get("startup_seconds")) for r in results["rows"])
+        + " |"
+    )
+    lines.append(
+        "| wall | "
+        + " | ".join(pair(r, lambda run: run.get("wall_seconds")) for r in results["rows"])
+        + " |"
+    )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -295,78 +411,75 @@ def main(argv: Sequence[str] | None = None) -> None:
         help=f"photo folder (default: ${IMAGES_ENV})",
     )
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--floor-passes", type=int, default=3)
-    parser.add_argument("--floor-images", type=int, default=128)
     parser.add_argument(
-        "--no-bf16-run",
-        dest="bf16_run",
+        "--per-class",
+        type=int,
+        default=60,
+        help="photos per class and split folder (symbolic links; 0 = the whole folder)",
+    )
+    parser.add_argument("--backbones", default="", help="comma-separated, or 'all'")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--floor-images", type=int, default=64)
+    parser.add_argument(
+        "--no-pipeline",
+        dest="pipeline",
         action="store_false",
-        help="skip the BACKBONE_DTYPE=bfloat16 pipeline run (bare bf16 figures stay)",
+        help="the floor and the profile only",
     )
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     if not args.images:
         raise SystemExit(f"give a photo folder: {IMAGES_ENV}=/path/to/photos or --images")
-    images_dir = os.path.abspath(args.images)
     _setup_env()
-    load_before = os.getloadavg()
+    from models.backbones import BACKBONES, get_backbone
+
+    if args.backbones == "all":
+        backbones = list(BACKBONES)
+    else:
+        backbones = [b for b in args.backbones.split(",") if b] or default_backbones()
+    for name in backbones:
+        get_backbone(name)  # unknown names fail before anything runs
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    load = MachineLoad()
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
-    output = os.path.join(WORK, "output")
-
-    images = sample_images(images_dir, args.image_size, args.floor_images)
-    backbone = backbone_passes(images, args.image_size, args.floor_passes)
-    del images
-    runs = {"first": run_pipeline("first", images_dir, output, args.image_size)}
-    runs["rerun"] = run_pipeline(
-        "head-only", images_dir, output, args.image_size, learning_rate=0.002
+    images_dir = photo_subset(
+        os.path.abspath(args.images), args.per_class, os.path.join(WORK, "photos")
     )
-    runs["tune"] = run_pipeline("tune", images_dir, output, args.image_size, tune="true")
-    runs["rerun2"] = run_pipeline("head-only-2", images_dir, output, args.image_size, dropout=0.3)
-    if args.bf16_run:
-        runs["bf16"] = run_pipeline(
-            "bf16", images_dir, output, args.image_size, backbone_dtype="bfloat16"
-        )
-    if "failed" in runs["first"]:
-        raise SystemExit("the first run failed: nothing to compare")
-    counts = runs["first"]["counts"]
-    rate = backbone["float32_images_per_s"]
-    # One backbone pass per photo (the Trainer's features of every split it reads, the
-    # Evaluator's eval pass), plus one more per eval photo when the Trainer also validates
-    # on eval (no validation split).
-    passes = sum(counts.values()) + (0 if "validation" in counts else counts["eval"])
-    # The issue's definition counts the eval photos twice in any case.
-    issue_passes = sum(counts.values()) + counts["eval"]
-    floor = {
-        "seconds": passes / rate,
-        "train_pass_seconds": counts["train"] / rate,
-        "issue_passes": issue_passes,
-        "issue_seconds": issue_passes / rate,
-    }
+    photos = photo_paths(images_dir)
+    if not photos:
+        raise SystemExit(f"no JPEG/PNG photos under {args.images}")
+    rows = []
+    for backbone in backbones:
+        for dtype in dtypes:
+            profile = profile_backbone(
+                photos[: args.floor_images], backbone, dtype, args.image_size, args.passes
+            )
+            row = {"backbone": backbone, "dtype": dtype, "profile": profile}
+            row["floor_seconds"] = len(photos) / profile["floor_images_per_s"]
+            if args.pipeline:
+                output = os.path.join(WORK, f"output_{backbone}_{dtype}")
+                knobs = {"backbone": backbone, "backbone_dtype": dtype}
+                row["first"] = run_pipeline("first", images_dir, output, args.image_size, **knobs)
+                row["rerun"] = run_pipeline(
+                    "head-only", images_dir, output, args.image_size, learning_rate=0.002, **knobs
+                )
+            else:
+                row["first"] = row["rerun"] = {"failed": "not run"}
+            rows.append(row)
     results = {
         "meta": {
-            "images": images_dir,
+            "images": os.path.abspath(args.images),
+            "per_split_class": args.per_class,
+            "photos": len(photos),
             "image_size": args.image_size,
-            "train_images": counts["train"],
-            "eval_images": counts["eval"],
-            "cpus": os.cpu_count(),
             "machine": platform.machine(),
-            "floor_passes": args.floor_passes,
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
+            "passes": args.passes,
+            "floor_images": min(args.floor_images, len(photos)),
         },
-        "floor": floor,
-        "backbone": backbone,
-        "runs": runs,
-        "ratios": {
-            "first_run_to_floor": runs["first"]["wall_seconds"] / floor["seconds"],
-            "first_run_to_issue_floor": runs["first"]["wall_seconds"] / floor["issue_seconds"],
-            "rerun_to_first_run": runs["rerun"]["wall_seconds"] / runs["first"]["wall_seconds"],
-            "second_rerun_to_first_run": runs["rerun2"]["wall_seconds"]
-            / runs["first"]["wall_seconds"],
-            "tuner_to_train_pass": runs["tune"].get("components", {}).get("Tuner", math.nan)
-            / floor["train_pass_seconds"],
-        },
+        "load": load.summary(),
+        "rows": rows,
     }
     write_results(args.out, "pipeline", results, markdown(results))
 

@@ -108,22 +108,22 @@ def cached_phase(backbone, dataset, image_size: int, epochs: int, seed: int) -> 
     """trainer.train() with its default cached frozen phase."""
     import tf_keras
 
-    from models import backbones, model, trainer
+    from models import model, trainer
+    from models.feature_cache import FeatureSource
+    from tools import samples
 
     print("Trainer cached frozen phase ...", flush=True)
     tf_keras.utils.set_random_seed(seed)
     options = trainer.TrainingOptions(epochs=epochs, seed=seed)  # defaults: cache on
-    head = model.build_head(backbones.get_backbone("resnet50").feature_dim, 2, 0.2, seed)
+    spec = model.BackboneSpec("resnet50", samples.random_weights("resnet50"), image_size)
+    head = model.build_head(spec.feature_dim, 2, 0.2, seed)
     start = time.perf_counter()
     _, history = trainer.train(
-        backbone_name="resnet50",
-        backbone=backbone,
-        head=head,
-        image_size=image_size,
+        FeatureSource(spec, backbone, options, os.path.join(WORK, "spill")),
+        head,
         train_dataset=dataset("train", True),
         eval_dataset=dataset("eval", False),
         options=options,
-        work_dir=os.path.join(WORK, "spill"),
     )
     return {
         "seconds": time.perf_counter() - start,
@@ -136,7 +136,7 @@ def bench_training(tfrecord_dir: str, image_size: int, epochs: int, seed: int) -
     """The seed's loop vs the Trainer's cached frozen phase, same data, backbone and seed."""
     import tf_keras
 
-    from models import model, trainer
+    from models import model, tf_data
     from tools import samples
 
     transform_dir = os.path.join(WORK, f"transform_{image_size}")
@@ -145,7 +145,7 @@ def bench_training(tfrecord_dir: str, image_size: int, epochs: int, seed: int) -
     files = {s: sorted(glob.glob(os.path.join(tfrecord_dir, s, "*"))) for s in ("train", "eval")}
 
     def dataset(split: str, shuffle: bool):
-        return trainer.make_dataset(
+        return tf_data.make_dataset(
             files[split], samples.data_accessor(), transform_output, 32, shuffle, seed
         )
 

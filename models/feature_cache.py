@@ -26,21 +26,24 @@ dataset larger than RAM still trains.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_transform as tft
 import tf_keras
 
-from models import tf_data
+from models import model, tf_data
 from models.atomic_files import write_atomically
+from models.model import BackboneSpec
+from models.options import TrainingOptions
 
 # Bump when the on-disk layout or the feature computation changes meaning.
 FORMAT_VERSION = 1
@@ -165,11 +168,12 @@ def _record(features: np.ndarray, labels: np.ndarray) -> bytes:
     return example.SerializeToString()
 
 
-def _extract_function(extractor: tf_keras.Model):
+def extract_function(extractor: tf_keras.Model):
     """extractor(images, training=False) as a tf.function traced once per extractor.
 
-    Kept on the extractor so the train and eval passes share one trace (tracing ResNet50
-    costs seconds); the batch dimension is None so the last, smaller batch reuses it.
+    Kept on the extractor so the train and eval passes (and the export: FeatureSource.
+    traced_model_call) share one trace (tracing ResNet50 costs seconds); the batch
+    dimension is None so the last, smaller batch reuses it.
     """
     extract = getattr(extractor, "_feature_cache_extract", None)
     if extract is None:
@@ -216,8 +220,7 @@ def cache_features(
     atomically; keeps them in memory too while they fit in the budget.
     """
     feature_dim = int(extractor.output_shape[-1])
-    extract = _extract_function(extractor)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    extract = extract_function(extractor)
     held_features: list[np.ndarray] = []
     held_labels: list[np.ndarray] = []
     counts = {"examples": 0, "bytes": 0}
@@ -256,7 +259,7 @@ def cache_features(
     }
 
     def write_manifest(tmp_path: str) -> None:
-        with open(tmp_path, "w") as f:
+        with tf.io.gfile.GFile(tmp_path, "w") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
 
     write_atomically(_manifest_path(path), write_manifest)
@@ -285,10 +288,10 @@ def load(path: str, memory_budget_bytes: int, key: CacheKey | None = None) -> Fe
     """The cache written by cache_features at `path`, or None when it is missing, was
     written for another key, or fails its checksum (reported: it is then recomputed)."""
     manifest_path = _manifest_path(path)
-    if not (os.path.exists(manifest_path) and os.path.exists(path)):
+    if not (tf.io.gfile.exists(manifest_path) and tf.io.gfile.exists(path)):
         return None
     try:
-        with open(manifest_path) as f:
+        with tf.io.gfile.GFile(manifest_path) as f:
             manifest = json.load(f)
         expected_key = dataclasses.asdict(key) if key else None
         if manifest.get("format") != FORMAT_VERSION or manifest.get("key") != expected_key:
@@ -304,7 +307,7 @@ def load(path: str, memory_budget_bytes: int, key: CacheKey | None = None) -> Fe
             )
             return None
         count, feature_dim = int(manifest["num_examples"]), int(manifest["feature_dim"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, tf.errors.OpError, ValueError, KeyError, TypeError) as exc:
         logging.warning("Feature cache manifest %s unreadable (%s): recomputing.", path, exc)
         return None
     cache = FeatureCache(count, feature_dim, 0.0, reused=True)
@@ -347,7 +350,137 @@ def cached_features(
 def store_size_bytes(store_dir: str) -> int:
     """Bytes on disk of every cached key under `store_dir` (0 when it does not exist)."""
     return sum(
-        os.path.getsize(path)
-        for path in glob.glob(os.path.join(store_dir, "*", "*"))
-        if os.path.isfile(path)
+        tf.io.gfile.stat(path).length
+        for path in tf.io.gfile.glob(os.path.join(store_dir, "*", "*"))
+        if not tf.io.gfile.isdir(path)
     )
+
+
+def cache_keys(
+    split_files: Mapping[str, list[str]], transform_graph_dir: str, spec: BackboneSpec
+) -> dict[str, CacheKey]:
+    """split -> the key of its features: what determines them, nothing else, so head knobs
+    (learning rate, epochs, batch size, ...) reuse them. `transform_graph_dir` is the
+    Transform output (its transform_fn is hashed by content)."""
+    transform_fn_dir = tft.TFTransformOutput(transform_graph_dir).transform_savedmodel_dir
+    transform_sha256 = sha256_of_dir(transform_fn_dir)
+    return {
+        split: CacheKey(
+            examples_sha256=sha256_of_patterns(files),
+            transform_graph_sha256=transform_sha256,
+            backbone=spec.name,
+            weights=spec.weights_id,
+            image_size=spec.image_size,
+            compute_dtype=spec.dtype,
+        )
+        for split, files in split_files.items()
+    }
+
+
+# backbone -> {(image size, dtype): feature extractor}; weak, so it dies with the backbone.
+_EXTRACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def feature_extractor(backbone: tf_keras.Model, spec: BackboneSpec) -> tf_keras.Model:
+    """The backbone's image -> pooled features model: one per (backbone object, image size,
+    dtype), so every split, every FeatureSource on the same backbone (and the stored eval
+    predictions) share its trace."""
+    extractors = _EXTRACTORS.setdefault(backbone, {})
+    if (spec.image_size, spec.dtype) not in extractors:
+        extractors[(spec.image_size, spec.dtype)] = model.build_feature_extractor(
+            backbone, spec.image_size, spec.dtype, spec.name
+        )
+    return extractors[(spec.image_size, spec.dtype)]
+
+
+class FeatureSource:
+    """The pooled features of a run's splits: from the store, or from one backbone pass.
+
+    One per run (the Trainer's run_fn, the Tuner's tuner_fn). `backbone` may be a function
+    that builds it: it is then built on the first miss only, so a run whose features are
+    all stored builds and traces no backbone. With options.feature_cache_dir set and a
+    split's record files known (`split_files`, hashed with the Transform graph at
+    `transform_graph_dir` into its key) or its key given (`keys`), the features persist
+    across runs; otherwise they are scratch, under `work_dir`, for this run only.
+    """
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        backbone: tf_keras.Model | Callable[[], tf_keras.Model],
+        options: TrainingOptions,
+        work_dir: str,
+        *,
+        split_files: Mapping[str, list[str]] | None = None,
+        transform_graph_dir: str = "",
+        keys: Mapping[str, CacheKey] | None = None,
+    ):
+        self.spec = spec
+        self.store_dir = options.feature_cache_dir
+        self.memory_budget_bytes = options.cache_memory_mb * 1024 * 1024
+        self.work_dir = work_dir
+        self._backbone = backbone
+        self._split_files = dict(split_files or {})
+        self._transform_graph_dir = transform_graph_dir
+        self._given_keys = dict(keys or {})
+        self.keys: dict[str, CacheKey] = {}  # the keys of the splits answered so far
+
+    @property
+    def backbone(self) -> tf_keras.Model:
+        """The backbone, built now when it was given as a function."""
+        if not isinstance(self._backbone, tf_keras.Model):
+            self._backbone = self._backbone()
+        return self._backbone
+
+    def key(self, split: str) -> CacheKey | None:
+        """The store key of `split`, or None when its features are scratch."""
+        if not self.store_dir:
+            return None
+        if split not in self._given_keys and split in self._split_files:
+            self._given_keys.update(
+                cache_keys({split: self._split_files[split]}, self._transform_graph_dir, self.spec)
+            )
+        return self._given_keys.get(split)
+
+    def features(self, datasets: Mapping[str, DatasetSource]) -> dict[str, FeatureCache]:
+        """split -> pooled features of `datasets[split]` ((image, label) batches, or a
+        function building them, called on a miss only)."""
+        caches = {}
+        for split, dataset in datasets.items():
+            key = self.key(split)
+            if key is not None:
+                self.keys[split] = key
+                caches[split] = cached_features(
+                    self.store_dir,
+                    key,
+                    split,
+                    self._extractor,
+                    dataset,
+                    self.memory_budget_bytes,
+                )
+            else:
+                path = os.path.join(self.work_dir, f"{split}{DATA_SUFFIX}")
+                caches[split] = cache_features(
+                    self._extractor(), dataset_of(dataset), self.memory_budget_bytes, path
+                )
+        return caches
+
+    def _extractor(self) -> tf_keras.Model:
+        return feature_extractor(self.backbone, self.spec)
+
+    def traced_model_call(self, head: tf_keras.Model) -> Callable[[tf.Tensor], tf.Tensor] | None:
+        """images -> head(pooled features) through the float32 feature extractor's
+        tf.function when a feature pass traced it in this process (None otherwise): the
+        export then reuses that trace of the backbone instead of tracing it again. Same
+        variables, same computation as model.build_model's network (fine-tuned weights
+        included)."""
+        if not isinstance(self._backbone, tf_keras.Model):
+            return None  # never built: nothing traced
+        extractors = _EXTRACTORS.get(self._backbone, {})
+        extractor = extractors.get((self.spec.image_size, "float32"))
+        if extractor is None:
+            return None
+        extract = extract_function(extractor)
+        if extract.experimental_get_tracing_count() == 0:
+            return None
+        return lambda images: head(extract(images), training=False)

@@ -7,6 +7,9 @@ Fine-tuning unfreezes the top blocks of the backbone named in its table row.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+
 import tensorflow as tf
 import tf_keras
 
@@ -19,6 +22,56 @@ from models.weights import WeightsRecord, load_backbone_weights
 skip_tf_keras_conversion()
 
 HEAD_DENSE = "head_dense"  # the head's only layer with weights
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """What determines the frozen backbone and its pooled features: the network, its
+    weights, the input size and the compute dtype of the feature pass.
+
+    One object instead of loose (name, weights, size, dtype) parameters: the Trainer, the
+    Tuner and the feature store (feature_cache.py) read the same one. `dtype` is the
+    feature pass's only: the exported model is always float32. Random weights are drawn
+    from `seed` (build() seeds first), so every process that builds the spec gets the same
+    ones and their features share a key.
+    """
+
+    name: str
+    weights: WeightsRecord
+    image_size: int
+    dtype: str = "float32"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        get_backbone(self.name)  # an unknown name fails here, with the list of known ones
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"BACKBONE_DTYPE={self.dtype!r}: choose float32 or bfloat16.")
+
+    @classmethod
+    def from_config(cls, config: Mapping, dtype: str = "float32", seed: int = 0) -> BackboneSpec:
+        """The spec in the Trainer's / Tuner's custom_config (backbone, weights, image_size)."""
+        return cls(
+            config["backbone"],
+            WeightsRecord.from_dict(config["weights"]),
+            int(config["image_size"]),
+            dtype,
+            seed,
+        )
+
+    @property
+    def feature_dim(self) -> int:
+        return get_backbone(self.name).feature_dim
+
+    @property
+    def weights_id(self) -> str:
+        """The weights file's SHA-256, or the seed the random weights are drawn from."""
+        return self.weights.sha256 or f"random-seed-{self.seed}"
+
+    def build(self) -> tf_keras.Model:
+        """The frozen backbone; random weights are drawn right after seeding."""
+        tf_keras.utils.set_random_seed(self.seed)
+        return build_backbone(self.name, self.image_size, self.weights)
 
 
 def build_backbone(

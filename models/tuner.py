@@ -21,10 +21,9 @@ import tf_keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx.components.tuner.component import TunerFnResult
 
-from models import ingest_report, model, trainer
-from models.backbones import get_backbone
+from models import ingest_report, model, tf_data, trainer
+from models.feature_cache import FeatureSource
 from models.options import TrainingOptions, TuningOptions
-from models.weights import WeightsRecord
 
 OBJECTIVE = "val_accuracy"
 # Batches per graph call in a trial: the head is so small that Python's per-step overhead
@@ -143,32 +142,27 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
 
     def dataset(files):
         # Unshuffled: this pass only feeds the backbone once; built only on a miss.
-        return lambda: trainer.make_dataset(
+        return lambda: tf_data.make_dataset(
             files, fn_args.data_accessor, tf_transform_output, options.batch_size, False, 0
         )
 
-    keys = trainer.cache_keys(
-        {"train": fn_args.train_files, "eval": fn_args.eval_files},
-        transform_graph,
-        config["backbone"],
-        WeightsRecord.from_dict(config["weights"]),
-        config["image_size"],
-        options,
-    )
-    # The backbone is built only if the features are not cached yet.
-    caches = trainer.head_features(
-        lambda: trainer.build_seeded_backbone(config, options.seed),
-        config["backbone"],
-        config["image_size"],
-        {"train": dataset(fn_args.train_files), "eval": dataset(fn_args.eval_files)},
+    spec = trainer.spec_of(config, options)
+    # The backbone is built only if the features are not stored yet.
+    source = FeatureSource(
+        spec,
+        spec.build,
         options,
         fn_args.working_dir or "",
-        keys if options.feature_cache_dir else None,
+        split_files={"train": fn_args.train_files, "eval": fn_args.eval_files},
+        transform_graph_dir=transform_graph,
+    )
+    caches = source.features(
+        {"train": dataset(fn_args.train_files), "eval": dataset(fn_args.eval_files)}
     )
     num_classes = len(config["class_names"])
     tuner = build_tuner(
         tuning,
-        get_backbone(config["backbone"]).feature_dim,
+        spec.feature_dim,
         num_classes,
         options.seed,
         fn_args.working_dir,

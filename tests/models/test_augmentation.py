@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from models import augmentation, backbones, export, model, trainer
+from models.feature_cache import FeatureSource
 from tests.models import training_helpers
 
 IMAGE_SIZE = 32
@@ -67,9 +68,9 @@ def test_training_with_augmentation_skips_the_cache_and_exports_no_augmentation(
         epochs=1, batch_size=4, augmentation="flip,rotation,zoom,contrast"
     )
     with caplog.at_level(logging.INFO):
-        network, history = trainer.train(
-            BACKBONE, backbone, head, IMAGE_SIZE, train_ds, eval_ds, options, str(tmp_path / "w")
-        )
+        spec = model.BackboneSpec(BACKBONE, training_helpers.random_weights(BACKBONE), IMAGE_SIZE)
+        source = FeatureSource(spec, backbone, options, str(tmp_path / "w"))
+        network, history = trainer.train(source, head, train_ds, eval_ds, options)
     assert "Feature caching skipped: augmentation" in caplog.text
     assert "cache_images_per_s" not in history and len(history["loss"]) == 1
     assert not [layer for layer in network.layers if layer.name.startswith("aug")]

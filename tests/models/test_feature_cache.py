@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tf_keras
 
-from models import backbones, export, feature_cache, model, trainer
+from models import export, feature_cache, model, tf_data, trainer
+from models.feature_cache import FeatureSource
 from tests.models import training_helpers
 
 IMAGE_SIZE = 32
@@ -37,10 +38,10 @@ def _train_and_export(setup, cache: bool, name: str):
         cache_features=cache,
         shuffle=False,
     )
-    head = model.build_head(backbones.get_backbone(BACKBONE).feature_dim, 2, 0.0, options.seed)
-    network, history = trainer.train(
-        BACKBONE, backbone, head, IMAGE_SIZE, train_ds, eval_ds, options, str(tmp / name)
-    )
+    spec = model.BackboneSpec(BACKBONE, training_helpers.random_weights(BACKBONE), IMAGE_SIZE)
+    head = model.build_head(spec.feature_dim, 2, 0.0, options.seed)
+    source = FeatureSource(spec, backbone, options, str(tmp / name))
+    network, history = trainer.train(source, head, train_ds, eval_ds, options)
     export_dir = str(tmp / f"export_{name}")
     export.export_serving_model(
         network, transform_output.transform_features_layer(), ["a", "b"], {}, export_dir
@@ -80,8 +81,8 @@ def test_no_trainer_dataset_runs_the_tf_data_autotuner(setup, tmp_path):
     )
     raw = str(tmp_path / "raw" / "eval.tfrecord")
     files = [training_helpers.write_raw_examples(raw, *training_helpers.labelled_images(3))]
-    serialized = trainer.serialized_examples(files, 2)
-    parsed = trainer.parsed_examples_dataset(serialized, transform_output)
+    serialized = tf_data.serialized_examples(files, 2)
+    parsed = tf_data.parsed_examples_dataset(serialized, transform_output)
     for dataset in (train_ds, eval_ds, cache.dataset(1, shuffle=True), serialized, parsed):
         assert dataset.options().autotune.enabled is False
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 import tf_keras
 from tfx import v1 as tfx
 
-from models import feature_cache, model, trainer, training_metadata
+from models import feature_cache, model, tf_data, trainer, training_metadata
 from tests.models import training_helpers
 
 IMAGE_SIZE = 32
@@ -43,7 +43,7 @@ def parts(tmp_path_factory):
     backbone = model.build_backbone(BACKBONE, IMAGE_SIZE, training_helpers.random_weights(BACKBONE))
 
     def dataset(path):
-        return trainer.make_dataset(
+        return tf_data.make_dataset(
             [path], training_helpers.data_accessor(), transform_output, 4, False, 0
         )
 
@@ -52,19 +52,15 @@ def parts(tmp_path_factory):
 
 
 def _features(parts, store: str, eval_: str | None = None, eval_dataset=None, built=None, **key):
-    """head_features through the store, as run_fn and tuner_fn call it. With a `built`
+    """FeatureSource.features through the store, as run_fn and tuner_fn call it. With a `built`
     list, each split's dataset is passed as a function that records its split there."""
     tmp, transform_dir, datasets, train, default_eval, backbone, _ = parts
     eval_ = eval_ or default_eval
     options = trainer.TrainingOptions(batch_size=4, feature_cache_dir=store)
-    keys = trainer.cache_keys(
-        {"train": [train], "eval": [eval_]},
-        transform_dir,
-        BACKBONE,
-        training_helpers.random_weights(BACKBONE),
-        IMAGE_SIZE,
-        options,
+    spec = model.BackboneSpec(
+        BACKBONE, training_helpers.random_weights(BACKBONE), IMAGE_SIZE, seed=options.seed
     )
+    keys = feature_cache.cache_keys({"train": [train], "eval": [eval_]}, transform_dir, spec)
     keys = {split: dataclasses.replace(k, **key) for split, k in keys.items()}
     sources = {
         "train": datasets[train],
@@ -76,7 +72,8 @@ def _features(parts, store: str, eval_: str | None = None, eval_dataset=None, bu
             return lambda: built.append(split) or dataset
 
         sources = {split: source(split, dataset) for split, dataset in sources.items()}
-    return trainer.head_features(backbone, BACKBONE, IMAGE_SIZE, sources, options, str(tmp), keys)
+    source = feature_cache.FeatureSource(spec, backbone, options, str(tmp), keys=keys)
+    return source.features(sources)
 
 
 def test_every_part_of_the_key_changes_its_digest():

@@ -65,6 +65,33 @@ def test_values_match_keras_preprocess_input(transformed):
         assert image.min() >= -123.68 - 1e-3 and image.max() <= 255 - 103.939 + 1e-3
 
 
+def test_small_photos_skip_the_antialiasing_kernel_with_the_same_pixels():
+    """A photo no larger than the target (64 px photos at 224) is resized without
+    ScaleAndTranslate, twice the cost of bilinear, which only changes a downscaled side."""
+    small = samples.encode(samples.image_array(20, 12, seed=5), "png")
+    large = samples.encode(samples.image_array(50, 20, seed=6), "png")  # one side larger
+    for encoded in (small, large):
+        out = preprocessing.decode_and_resize(tf.constant([encoded]), IMAGE_SIZE)[0]
+        pixels = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        reference = tf.image.resize(pixels, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
+        np.testing.assert_allclose(out.numpy(), reference.numpy(), atol=1e-3)
+
+    # The graph chooses per image: the antialiasing kernel behind the "larger" branch only.
+    graph = (
+        tf.function(lambda b: preprocessing.decode_and_resize(b, IMAGE_SIZE))
+        .get_concrete_function(tf.TensorSpec([None], tf.string))
+        .graph.as_graph_def()
+    )
+    branches = {
+        function.signature.name: {node.op for node in function.node_def}
+        for function in graph.library.function
+    }
+    with_antialias = [ops for ops in branches.values() if "ScaleAndTranslate" in ops]
+    plain = [ops for ops in branches.values() if "ResizeBilinear" in ops]
+    assert with_antialias and plain
+    assert not any("ResizeBilinear" in ops for ops in with_antialias)
+
+
 def test_grey_and_rgba_images_become_three_channels():
     grey = samples.encode(samples.image_array(20, 20)[:, :, 0], "png")
     rgba = samples.encode(

@@ -8,6 +8,7 @@ import tensorflow as tf
 import tf_keras
 
 from models import backbones, model, trainer
+from models.feature_cache import FeatureSource
 from tests.models import training_helpers
 
 IMAGE_SIZE = 32
@@ -104,16 +105,9 @@ def test_fine_tuning_phase_continues_the_epoch_count(resnet, tmp_path):
     options = trainer.TrainingOptions(
         epochs=2, batch_size=4, fine_tune_blocks=1, fine_tune_epochs=1, shuffle=False
     )
-    network, history = trainer.train(
-        "resnet50",
-        resnet,
-        head,
-        IMAGE_SIZE,
-        _tiny_dataset(),
-        _tiny_dataset(),
-        options,
-        str(tmp_path),
-    )
+    spec = model.BackboneSpec("resnet50", training_helpers.random_weights("resnet50"), IMAGE_SIZE)
+    source = FeatureSource(spec, resnet, options, str(tmp_path))
+    network, history = trainer.train(source, head, _tiny_dataset(), _tiny_dataset(), options)
     assert len(history["loss"]) == 3  # 2 frozen (cached) + 1 fine-tuning
     assert "fine_tune_seconds" in history and "cache_images_per_s" in history
     assert {v.name.split("/")[0] for v in resnet.trainable_weights} <= {

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from models import features, trainer
+from models import features, tf_data
 from models.examples import make_example
 from tools import samples
 from tools.samples import data_accessor, random_weights, transform_output
@@ -49,7 +49,7 @@ def datasets(tmp_dir: str, transform_output, n_train: int, n_eval: int, batch_si
     )
 
     def make(files):
-        return trainer.make_dataset(
+        return tf_data.make_dataset(
             [files], data_accessor(), transform_output, batch_size, shuffle=False, seed=0
         )
 
