@@ -18,6 +18,7 @@ from components.artifact_types import EvaluationReport as EvaluationReportArtifa
 from components.artifact_types import ExtraAssets
 from components.evaluation_report import build, model_card
 from models import ingest_report
+from models.crash_points import crash_point
 
 
 def write_all(
@@ -33,6 +34,7 @@ def write_all(
     data, figures = build.build_report_data(inputs)
     model_card.build_model_card(data, model_name, evaluation, statistics, report_dir)
     build.write_report(data, figures, report_dir)
+    crash_point("EvaluationReport")  # report written, model card not yet copied
     if card_dir:
         os.makedirs(card_dir, exist_ok=True)
         for name in (build.MODEL_CARD_JSON, build.MODEL_CARD_HTML):

@@ -33,6 +33,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from models import features
+from models.crash_points import crash_point
 
 EXTRA_ASSETS_KEY = "extra_assets"  # the optional ExtraAssets input (component.py)
 TEMP_PREFIX = ".push-"  # not a number: neither TF Serving nor serving/ treat it as a version
@@ -113,6 +114,7 @@ def push_model(model_path: str, base_directory: str, extra_assets_dir: str | Non
             extra_assets_dir, os.path.join(temporary, features.ASSETS_EXTRA_DIR), dirs_exist_ok=True
         )
     _fsync_tree(temporary)
+    crash_point("Pusher")  # the version is complete but not yet visible
     os.rename(temporary, os.path.join(base_directory, version))  # the version appears whole
     _fsync_dir(base_directory)
     log.info("Model pushed to %s", os.path.join(base_directory, version))
