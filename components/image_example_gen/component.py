@@ -2,7 +2,8 @@
 
 TFX's documented custom-executor pattern: FileBasedExampleGen (its driver fingerprints the
 input files, so the component re-runs when a photo changes and is served from cache when
-none did; driver.py extends the fingerprint to names that are not UTF-8) with an executor that decodes and splits the photos on Beam workers
+none did; driver.py extends the fingerprint to names that are not UTF-8) with an executor
+that decodes and splits the photos on Beam workers
 (ingest.py) and writes sharded, gzip'd TFRecords through ExampleGen's own WriteSplit.
 Output splits: train, validation, eval. The ingest report
 (`ingest_report.json`: class names, counts per split and class, skipped files with their
