@@ -59,6 +59,9 @@ compile-kubeflow: setup  ## Vertex AI / Kubeflow v2 PipelineJob JSON in OUTPUT/k
 report: setup  ## rebuild a past run's evaluation report into OUTPUT/report; RUN=<pipeline run id> (default: latest)
 	$(PY) -m tools.report $(if $(RUN),--run "$(RUN)")
 
+clean-old: setup  ## delete what killed runs left (output folders no ML Metadata artifact references); DRY_RUN=1 lists
+	$(PY) -m tools.clean_old $(if $(DRY_RUN),--dry-run)
+
 tensorboard: setup  ## TensorBoard on the Trainer's logs of OUTPUT, at HOST:TENSORBOARD_PORT
 	$(PY) -m tensorboard.main --logdir "$(OUTPUT)/pipeline_root/Trainer/model_run" --host $(HOST) --port $(TENSORBOARD_PORT)
 

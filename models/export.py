@@ -15,6 +15,7 @@ import tensorflow as tf
 import tf_keras
 
 from models import features, warmup
+from models.crash_points import crash_point
 from models.training_metadata import write_training_metadata
 
 
@@ -118,6 +119,7 @@ def export_serving_model(
     """
     module = _ServingModule(model, transform_layer, list(class_names), call_model)
     tf.saved_model.save(module, export_dir, signatures=_signatures(module))
+    crash_point("Trainer:export")  # SavedModel written; signature, metadata, warm-up not
     _mark_classify_signature(export_dir)
     write_training_metadata(export_dir, {**metadata, "class_names": list(class_names)})
     warmup.write_warmup_requests(export_dir)  # TF Serving replays these before serving

@@ -42,6 +42,7 @@ import tf_keras
 
 from models import model, tf_data
 from models.atomic_files import write_atomically
+from models.crash_points import crash_point
 from models.model import BackboneSpec
 from models.options import TrainingOptions
 
@@ -234,6 +235,7 @@ def cache_features(
                 counts["examples"] += len(batch_labels)
                 counts["bytes"] += batch_features.nbytes + batch_labels.nbytes
                 writer.write(_record(batch_features, batch_labels))
+                crash_point("Trainer:feature_pass")  # mid-pass: the temporary file torn
                 if counts["bytes"] <= memory_budget_bytes:
                     held_features.append(batch_features)
                     held_labels.append(batch_labels)

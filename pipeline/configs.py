@@ -43,6 +43,7 @@ class PipelineConfig:
     # Names.
     pipeline_name: str = "image-transfer"
     model_name: str = "image_classifier"  # serving name: OUTPUT/serving/<model_name>/<version>
+    keep_versions: int = 0  # serving versions the Pusher keeps (newest); 0 = all
     # Model and training.
     image_size: int = 224
     backbone: str = DEFAULT_BACKBONE

@@ -240,6 +240,7 @@ def create_pipeline(
                 base_directory=config.serving_model_dir
             )
         ),
+        keep_versions=config.keep_versions,
     ).with_id("Pusher")  # the node id the run summary and ML Metadata queries use
     return Pipeline(
         pipeline_name=config.pipeline_name,

@@ -22,6 +22,7 @@ from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # noqa: E402
 
 from components.anomaly_gate.executor import AnomaliesFound  # noqa: E402
 from components.image_example_gen.ingest import IngestError  # noqa: E402
+from components.pusher.executor import PushError  # noqa: E402
 from models.weights import WeightsError  # noqa: E402
 from pipeline.configs import PipelineConfig  # noqa: E402
 from pipeline.image_pipeline import create_pipeline  # noqa: E402
@@ -38,8 +39,8 @@ def _log_progress_only(record) -> bool:
     )
 
 
-# The user's data, not a crash: reported once as a message (exit code 2).
-_DATA_ERRORS = (IngestError, AnomaliesFound)
+# The user's data (or disk), not a crash: reported once as a message (exit code 2).
+_DATA_ERRORS = (IngestError, AnomaliesFound, PushError)
 
 
 def _not_a_data_error(record) -> bool:
@@ -49,9 +50,10 @@ def _not_a_data_error(record) -> bool:
 
 
 def _data_error_message(exc: Exception) -> str | None:
-    """The message of an IngestError (ImageExampleGen) or AnomaliesFound (AnomalyGate), or
-    None. Beam re-raises a component's error with " [while running ...]" appended (as its
-    own type when it can, else naming the type in the text)."""
+    """The message of an IngestError (ImageExampleGen), AnomaliesFound (AnomalyGate) or
+    PushError (a full serving disk), or None. Beam re-raises a component's error with
+    " [while running ...]" appended (as its own type when it can, else naming the type in
+    the text)."""
     text = str(exc)
     prefixes = [f"{error.__name__}: " for error in _DATA_ERRORS if f"{error.__name__}: " in text]
     if not isinstance(exc, _DATA_ERRORS) and not prefixes:

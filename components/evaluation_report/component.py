@@ -19,6 +19,7 @@ from components.artifact_types import ExtraAssets
 from components.evaluation_report import build, model_card
 from components.evaluation_report.evaluation import Evaluation
 from models import ingest_report
+from models.crash_points import crash_point
 
 
 def write_all(
@@ -35,6 +36,7 @@ def write_all(
     data, figures = build.build_report_data(inputs, evaluation)
     model_card.build_model_card(data, model_name, evaluation, statistics, report_dir)
     build.write_report(data, figures, report_dir)
+    crash_point("EvaluationReport")  # report written, model card not yet copied
     if card_dir:
         tf.io.gfile.makedirs(card_dir)
         for name in (build.MODEL_CARD_JSON, build.MODEL_CARD_HTML):

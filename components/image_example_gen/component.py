@@ -2,7 +2,8 @@
 
 TFX's documented custom-executor pattern: FileBasedExampleGen (its driver fingerprints the
 input files, so the component re-runs when a photo changes and is served from cache when
-none did) with an executor that decodes and splits the photos on Beam workers
+none did; driver.py extends the fingerprint to names that are not UTF-8) with an executor
+that decodes and splits the photos on Beam workers
 (ingest.py) and writes sharded, gzip'd TFRecords through ExampleGen's own WriteSplit.
 Output splits: train, validation, eval. The ingest report
 (`ingest_report.json`: class names, counts per split and class, skipped files with their
@@ -19,6 +20,7 @@ from tfx.orchestration.data_types import RuntimeParameter
 from tfx.proto import example_gen_pb2
 
 from components.image_example_gen import ingest
+from components.image_example_gen.driver import ImageFolderDriver
 from components.image_example_gen.executor import Executor
 
 
@@ -26,6 +28,8 @@ class ImageExampleGen(FileBasedExampleGen):
     """ExampleGen over an image folder: `<dir>/train|test/<class>/*` or `<dir>/<class>/*`."""
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+    # Fingerprints local names that are not UTF-8 too (driver.py).
+    DRIVER_CLASS = ImageFolderDriver
 
     def __init__(
         self,

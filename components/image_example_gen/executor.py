@@ -14,6 +14,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 
 from components.image_example_gen import ingest
+from models.crash_points import crash_point
 from models.ingest_report import REPORT_FILE, read_report
 
 
@@ -52,6 +53,7 @@ class Executor(BaseExampleGenExecutor):
         )
         self._report_path = os.path.join(examples.uri, REPORT_FILE)
         super().Do(input_dict, output_dict, exec_properties)
+        crash_point("ImageExampleGen")  # records written, the execution not yet published
         report = read_report(examples.uri)
         ingest.check_report(report)  # stops the run, with the reason, on unusable data
         examples.set_string_custom_property("class_names", json.dumps(report["class_names"]))

@@ -16,6 +16,12 @@ stored, except for 8-bit paletted BMPs, which TensorFlow decodes wrongly (palett
 grey) and which are converted to PNG. Files are read through tf.io.gfile, so the folder may
 be local or in a bucket (gs://...).
 
+The one exception to that rule: a local folder is listed at the bytes level (os.listdir and
+os.stat on bytes paths), because names that are not UTF-8 (Latin-1 from old cameras and
+Windows shares, Shift-JIS, lone surrogates) make TF's listing, glob and TFX's input
+fingerprint fail. Such a file is skipped and reported with \\x escapes and the `convmv` fix,
+like a corrupt file, and the run goes on (bucket object names are always UTF-8).
+
 The listing happens in one process (it is what TFX fingerprints anyway); decoding, the
 report's aggregation and writing run as a Beam pipeline, so the work scales with the runner.
 The pipeline uses this through ImageExampleGen (component.py, executor.py); tools/ingest.py
@@ -25,6 +31,7 @@ writes the same records to a folder outside the pipeline (`make ingest`).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import io
 import json
@@ -71,8 +78,9 @@ class IngestError(ValueError):
 class SourceFile:
     role: str  # TRAIN or EVAL (by folder), or UNSPLIT (bare layout)
     class_name: str
-    path: str  # as listed: absolute, or a bucket URL
+    path: str  # as listed: absolute, or a bucket URL (\\x escapes when not UTF-8)
     relpath: str  # relative to the image folder, as recorded in examples and the report
+    name_problem: str = ""  # why the file cannot be opened by its name (skipped unread)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,32 +162,103 @@ def join_path(directory: str, name: str) -> str:
     return directory.rstrip("/") + "/" + name
 
 
+def is_bucket(path: str) -> bool:
+    return "://" in path
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """One name in a folder: decoded, or shown with \\x escapes when it is not UTF-8."""
+
+    name: str
+    is_dir: bool
+    utf8: bool = True
+
+
+def escaped_name(raw: bytes) -> str:
+    """A file name as text, losslessly: bytes that are not UTF-8 shown as \\x escapes."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _entries(path: str) -> list[_Entry]:
+    """The folder's entries, sorted by name.
+
+    A local folder is listed at the bytes level: the one place where files do not go
+    through tf.io.gfile, whose listing fails on names that are not UTF-8. A symlink to a
+    folder counts as a folder (as gfile.isdir says).
+    """
+    if is_bucket(path):  # object names are UTF-8; gfile marks bucket folders with a slash
+        return sorted(
+            (
+                _Entry(n.rstrip("/"), n.endswith("/") or tf.io.gfile.isdir(join_path(path, n)))
+                for n in tf.io.gfile.listdir(path)
+            ),
+            key=lambda e: e.name,
+        )
+    entries = []
+    raw_dir = os.fsencode(path)
+    for raw in os.listdir(raw_dir):
+        is_dir = os.path.isdir(os.path.join(raw_dir, raw))
+        try:
+            entries.append(_Entry(raw.decode("utf-8"), is_dir))
+        except UnicodeDecodeError:
+            entries.append(_Entry(escaped_name(raw), is_dir, utf8=False))
+    return sorted(entries, key=lambda e: e.name)
+
+
 def _subdirs(path: str) -> list[str]:
-    """Visible sub-folder names (gfile lists bucket folders with a trailing slash)."""
-    names = (n.rstrip("/") for n in tf.io.gfile.listdir(path))
-    return sorted(n for n in names if not _is_hidden(n) and tf.io.gfile.isdir(join_path(path, n)))
+    """Visible sub-folder names with UTF-8 names."""
+    return [e.name for e in _entries(path) if e.is_dir and e.utf8 and not _is_hidden(e.name)]
 
 
-def _check_names_decodable(images_dir: str) -> None:
-    """TF's file listing (and TFX's input fingerprint) raise on names that are not UTF-8."""
-    if "://" in images_dir:
-        return  # bucket object names are UTF-8 by definition
-    bad = []
-    for dirpath, dirnames, filenames in os.walk(os.fsencode(images_dir)):
-        for name in dirnames + filenames:
-            try:
-                name.decode("utf-8")
-            except UnicodeDecodeError:
-                bad.append(os.path.join(dirpath, name).decode("utf-8", "backslashreplace"))
-    if bad:
-        shown = "\n  ".join(bad[:10]) + (
-            f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
-        )
-        raise IngestError(
-            f"{len(bad)} file or folder name(s) under {images_dir} are not valid UTF-8 "
-            f"(shown with \\x escapes):\n  {shown}\nTensorFlow and TFX cannot list them. "
-            "Rename them, e.g. `convmv -r -f latin1 -t utf8 --notest <folder>`."
-        )
+def name_problem(entry_kind: str) -> str:
+    """The report's reason for a name that is not UTF-8."""
+    return (
+        f"{entry_kind} name is not valid UTF-8 (shown with \\x escapes): TensorFlow cannot "
+        "open it by name; rename it, e.g. `convmv -r -f latin1 -t utf8 --notest <folder>` "
+        "(or -f shift-jis, cp1252, ...: the encoding it was written in)"
+    )
+
+
+def _undecodable_dirs(path: str, images_dir: str, role: str) -> list[SourceFile]:
+    """Sub-folders of `path` (class folders) whose names are not UTF-8, as skipped entries."""
+    return [
+        _bad_name(join_path(path, e.name), images_dir, role, e.name, "class folder")
+        for e in _entries(path)
+        if e.is_dir and not e.utf8
+    ]
+
+
+def _bad_name(path: str, images_dir: str, role: str, class_name: str, kind: str) -> SourceFile:
+    return SourceFile(role, class_name, path, path[len(images_dir) + 1 :], name_problem(kind))
+
+
+def local_fingerprint(split_name: str, input_base: str, pattern: str) -> str:
+    """TFX's input fingerprint (io_utils.generate_fingerprint's format and checksums),
+    computed with a bytes-level listing, so names that are not UTF-8 count too."""
+    level = [os.fsencode(input_base)]
+    for part in os.fsencode(pattern).split(b"/"):
+        level = [
+            os.path.join(d, n)
+            for d in level
+            if os.path.isdir(d)
+            for n in sorted(os.listdir(d))
+            if fnmatch.fnmatchcase(n, part)
+        ]
+    total_bytes = xor_checksum = sum_checksum = 0
+    for path in level:
+        try:
+            stat = os.stat(path)
+        except OSError:  # a dangling symlink: TFX would not see it either
+            continue
+        total_bytes += stat.st_size
+        mtime = int(stat.st_mtime_ns / 1e9)
+        xor_checksum ^= mtime
+        sum_checksum += mtime
+    return (
+        f"split:{split_name},num_files:{len(level)},total_bytes:{total_bytes},"
+        f"xor_checksum:{xor_checksum},sum_checksum:{sum_checksum}"
+    )
 
 
 def _layout(images_dir: str) -> tuple[str, str | None, list[str]]:
@@ -216,8 +295,17 @@ def class_names(images_dir: str) -> list[str]:
     return _subdirs(join_path(images_dir, "train")) if layout == "split" else top
 
 
-def _class_files(class_dir: str) -> list[str]:
-    return sorted(tf.io.gfile.glob(join_path(class_dir, "*")))
+def _class_files(images_dir: str, role: str, class_name: str, class_dir: str) -> list[SourceFile]:
+    """Every entry of a class folder (decode_file says why one is not an image)."""
+    files = []
+    for entry in _entries(class_dir):
+        path = join_path(class_dir, entry.name)
+        if entry.utf8:
+            files.append(SourceFile(role, class_name, path, path[len(images_dir) + 1 :]))
+        else:
+            kind = "folder" if entry.is_dir else "file"
+            files.append(_bad_name(path, images_dir, role, class_name, kind))
+    return files
 
 
 def _list_split_layout(images_dir: str, eval_dir: str) -> tuple[list[str], list[SourceFile]]:
@@ -233,24 +321,27 @@ def _list_split_layout(images_dir: str, eval_dir: str) -> tuple[list[str], list[
                 "Every class needs training images; add them to train/ or remove the folders."
             )
         for class_name in _subdirs(root):
-            for path in _class_files(join_path(root, class_name)):
-                files.append(SourceFile(role, class_name, path, path[len(images_dir) + 1 :]))
+            files += _class_files(images_dir, role, class_name, join_path(root, class_name))
+        files += _undecodable_dirs(root, images_dir, role)
     return class_names, files
 
 
 def _list_flat_layout(images_dir: str, class_names: list[str]) -> list[SourceFile]:
     """<class>/*: files with no split until their content is hashed."""
-    return [
-        SourceFile(UNSPLIT, class_name, path, path[len(images_dir) + 1 :])
+    files = [
+        source
         for class_name in class_names
-        for path in _class_files(join_path(images_dir, class_name))
+        for source in _class_files(
+            images_dir, UNSPLIT, class_name, join_path(images_dir, class_name)
+        )
     ]
+    return files + _undecodable_dirs(images_dir, images_dir, UNSPLIT)
 
 
 def _check_classes(images_dir: str, class_names: list[str], files: list[SourceFile]) -> None:
     """IngestError unless there are two or more classes, each with files to train on."""
     if not class_names:
-        loose = [n for n in tf.io.gfile.listdir(images_dir) if not n.endswith("/")]
+        loose = [e.name for e in _entries(images_dir) if not e.is_dir]
         raise IngestError(
             f"No class folders in {images_dir}"
             + (f" (found {len(loose)} loose files)" if loose else "")
@@ -262,7 +353,11 @@ def _check_classes(images_dir: str, class_names: list[str], files: list[SourceFi
             f"Only one class ({class_names[0]!r}) in {images_dir}: a classifier needs at least "
             "two class folders."
         )
-    empty = [c for c in class_names if not any(f.class_name == c and f.role != EVAL for f in files)]
+    empty = [
+        c
+        for c in class_names
+        if not any(f.class_name == c and f.role != EVAL and not f.name_problem for f in files)
+    ]
     if empty:
         raise IngestError(
             f"No training files for class(es) {', '.join(map(repr, empty))} in {images_dir}. "
@@ -276,10 +371,9 @@ def list_folder(images_dir: str) -> Listing:
     Lists only (no file is read), so it is cheap enough to run when the pipeline is
     compiled, where it stops a run with a clear message before anything starts.
     """
-    if "://" not in images_dir:
+    if not is_bucket(images_dir):
         images_dir = os.path.abspath(images_dir)
     images_dir = images_dir.rstrip("/")
-    _check_names_decodable(images_dir)
     layout, eval_dir, top = _layout(images_dir)
     if layout == "split":
         class_names, files = _list_split_layout(images_dir, eval_dir)
@@ -370,6 +464,8 @@ def _decode(
 
 def decode_file(source: SourceFile) -> DecodedImage | Skipped:
     """Read and decode one file with the model's decoder: its facts, or why it is skipped."""
+    if source.name_problem:
+        return Skipped(source, source.name_problem)
     encoded = _read(source)
     if isinstance(encoded, Skipped):
         return encoded

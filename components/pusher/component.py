@@ -12,7 +12,7 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.utils import json_utils
 
 from components.artifact_types import ExtraAssets
-from components.pusher.executor import EXTRA_ASSETS_KEY, Executor
+from components.pusher.executor import EXTRA_ASSETS_KEY, KEEP_VERSIONS_KEY, Executor
 
 
 class ImagePusherSpec(standard_component_specs.PusherSpec):
@@ -34,12 +34,14 @@ class ImagePusher(pusher_component.Pusher):
         model_blessing: types.BaseChannel | None,
         push_destination: pusher_pb2.PushDestination,
         extra_assets: types.BaseChannel | None = None,
+        keep_versions: int = 0,
     ):
+        """keep_versions: versions kept after a push (the newest); 0 keeps every one."""
         spec = ImagePusherSpec(
             model=model,
             model_blessing=model_blessing,
             push_destination=push_destination,
-            custom_config=json_utils.dumps(None),
+            custom_config=json_utils.dumps({KEEP_VERSIONS_KEY: keep_versions}),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel),
             extra_assets=extra_assets,
         )

@@ -13,7 +13,11 @@ component's executor instead:
   redoes an unfinished push, and a push killed after its rename is found (below) and recorded;
 - records a model that is already in the serving directory (same saved_model.pb and variables
   index) as that version instead of copying it again: an unchanged re-run is blessed again
-  (its baseline changed from none to that very model) and must not multiply identical versions.
+  (its baseline changed from none to that very model) and must not multiply identical versions;
+- stops with PushError naming the serving directory and its free bytes when the model does
+  not fit (checked before copying, and on ENOSPC/EDQUOT during the copy, whose partial
+  temporary directory is removed): the served version stays the previous one;
+- keeps the newest `keep_versions` versions (KEEP_VERSIONS; 0 keeps all) after a push.
 
 A base directory with a scheme (`gs://bucket/models/x`, `ram://...`) goes through
 `tf.io.gfile`, which reads the model from any artifact URI too. A bucket has no directory
@@ -30,7 +34,9 @@ destinations (not `filesystem`) go to TFX's executor unchanged.
 from __future__ import annotations
 
 import contextlib
+import errno
 import filecmp
+import json
 import logging
 import os
 import shutil
@@ -44,9 +50,12 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from models import features
+from models.crash_points import crash_point
 
 EXTRA_ASSETS_KEY = "extra_assets"  # the optional ExtraAssets input (component.py)
 TEMP_PREFIX = ".push-"  # not a number: neither TF Serving nor serving/ treat it as a version
+KEEP_VERSIONS_KEY = "keep_versions"  # in custom_config: versions kept after a push, 0 = all
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _SAME_MODEL_FILES = ("saved_model.pb", os.path.join("variables", "variables.index"))
 
 log = logging.getLogger(__name__)
@@ -88,6 +97,49 @@ def find_same_version(model_path: str, base_directory: str) -> str | None:
         ):
             return str(version)
     return None
+
+
+class PushError(OSError):
+    """The model cannot be pushed (no space); the message names the path and what to do."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.errno = errno.ENOSPC
+
+
+def _tree_bytes(root: str) -> int:
+    """Bytes under root (a local folder or an artifact URI with a scheme)."""
+    return sum(
+        tf.io.gfile.stat(os.path.join(directory, name)).length
+        for directory, _dirs, files in tf.io.gfile.walk(root)
+        for name in files
+    )
+
+
+def _no_space(base_directory: str, needed: int, cause: str) -> PushError:
+    free = shutil.disk_usage(base_directory).free
+    served = _versions(base_directory)
+    return PushError(
+        f"No space to push the model to {base_directory}: {free} bytes free on its file "
+        f"system, the model needs {needed} bytes ({cause}). Nothing was published; the "
+        f"served version is still {served[-1] if served else 'none'}. Free space (e.g. "
+        "KEEP_VERSIONS=2 keeps only the newest versions) and run again: the run resumes "
+        "from TFX's cache.",
+    )
+
+
+def remove_old_versions(base_directory: str, keep: int, pushed: str) -> list[str]:
+    """Delete all but the newest `keep` numeric versions (never `pushed`); 0 keeps all."""
+    if keep <= 0:
+        return []
+    old = [str(v) for v in _versions(base_directory)[:-keep] if str(v) != pushed]
+    for version in old:
+        log.info("KEEP_VERSIONS=%d: removing version %s", keep, version)
+        # Renamed out of the version namespace first, so no reader sees it half deleted.
+        doomed = os.path.join(base_directory, TEMP_PREFIX + "old-" + version)
+        os.rename(os.path.join(base_directory, version), doomed)
+        shutil.rmtree(doomed)
+    return old
 
 
 def _fsync_tree(root: str) -> None:
@@ -187,10 +239,22 @@ def push_model(model_path: str, base_directory: str, extra_assets_dir: str | Non
         return version
     sources_remote = is_remote(model_path) or is_remote(extra_assets_dir or "")
     copy_tree = _copy_tree if sources_remote else partial(shutil.copytree, dirs_exist_ok=True)
-    copy_tree(model_path, temporary)
-    if extra_assets_dir:
-        copy_tree(extra_assets_dir, os.path.join(temporary, features.ASSETS_EXTRA_DIR))
-    _fsync_tree(temporary)
+    needed = _tree_bytes(model_path) + (_tree_bytes(extra_assets_dir) if extra_assets_dir else 0)
+    if needed > shutil.disk_usage(base_directory).free:
+        raise _no_space(base_directory, needed, "checked before copying")
+    try:
+        copy_tree(model_path, temporary)
+        if extra_assets_dir:
+            copy_tree(extra_assets_dir, os.path.join(temporary, features.ASSETS_EXTRA_DIR))
+        _fsync_tree(temporary)
+    except OSError as exc:
+        # copytree gathers its failures into shutil.Error, with the reasons as text.
+        full = exc.errno in _DISK_FULL or any(os.strerror(e) in str(exc) for e in _DISK_FULL)
+        if not full:
+            raise
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise _no_space(base_directory, needed, f"the copy failed: {exc}") from exc
+    crash_point("Pusher")  # the version is complete but not yet visible
     os.rename(temporary, final)  # the version appears whole
     _fsync_dir(base_directory)
     log.info("Model pushed to %s", final)
@@ -217,6 +281,10 @@ class Executor(pusher_executor.Executor):
         extra_dir = artifact_utils.get_single_uri(extra_assets) if extra_assets else None
         base = destination.filesystem.base_directory
         version = push_model(self.GetModelPath(input_dict), base, extra_dir)
+        custom = json.loads(
+            exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null"
+        )
+        remove_old_versions(base, int((custom or {}).get(KEEP_VERSIONS_KEY, 0)), version)
         self._MarkPushed(
             model_push, pushed_destination=os.path.join(base, version), pushed_version=version
         )

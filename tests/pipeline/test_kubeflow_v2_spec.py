@@ -112,7 +112,8 @@ def test_every_executor_runs_the_container_image(compiled):
         "--executor_class_path",
         "components.image_example_gen.executor.Executor",
     ]
-    # TFX's driver (the input fingerprint) runs before the cache check, in the same image.
+    # TFX's driver (the input fingerprint) runs before the cache check, in the same image: the
+    # V2 compile ignores ImageExampleGen's own driver (components/image_example_gen/driver.py).
     driver = example_gen["lifecycle"]["preCacheCheck"]
     assert driver["command"][-1] == "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver"
 
