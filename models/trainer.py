@@ -50,6 +50,7 @@ from models import (
     model,
     stored_predictions,
     tf_data,
+    tflite_export,
 )
 from models.backbones import get_backbone
 from models.feature_cache import DatasetSource, dataset_of
@@ -604,6 +605,11 @@ def run_fn(fn_args: FnArgs) -> None:
         call_model=traced_model_call(backbone, head, config["image_size"]),
     )
     logging.info("Exported in %.1f s", time.perf_counter() - start)
+    if config.get("tflite"):  # model.tflite and model_int8.tflite beside the SavedModel
+        tflite_export.export_tflite_models(
+            network, config["backbone"], config["image_size"], class_names, fn_args.train_files,
+            tflite_export.tflite_dir(os.path.dirname(fn_args.serving_model_dir)),
+        )  # fmt: skip
 
 
 def traced_model_call(

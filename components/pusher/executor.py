@@ -32,9 +32,12 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from models import features
+from components.tflite_evaluator.executor import blessed_files, read_evaluation
+from models import features, tflite_export
 
 EXTRA_ASSETS_KEY = "extra_assets"  # the optional ExtraAssets input (component.py)
+TFLITE_EVALUATION_KEY = "tflite_evaluation"  # the optional TFLiteEvaluation input
+TFLITE_SUFFIX = ".tflite"  # <version>.tflite/ beside <version>/: not a number, not loaded
 TEMP_PREFIX = ".push-"  # not a number: neither TF Serving nor serving/ treat it as a version
 _SAME_MODEL_FILES = ("saved_model.pb", os.path.join("variables", "variables.index"))
 
@@ -119,6 +122,28 @@ def push_model(model_path: str, base_directory: str, extra_assets_dir: str | Non
     return version
 
 
+def push_tflite(model_uri: str, base_directory: str, version: str, blessed: list[str]) -> str:
+    """Publish the blessed TFLite files of the Model artifact at model_uri beside the
+    version, as `<base>/<version>.tflite/`, atomically (a `.push-` temporary renamed into
+    place); an existing complete folder is kept. Returns its path ("" when none blessed)."""
+    if not blessed:
+        return ""
+    final = os.path.join(base_directory, version + TFLITE_SUFFIX)
+    if os.path.isdir(final):
+        return final
+    temporary = os.path.join(base_directory, TEMP_PREFIX + version + TFLITE_SUFFIX)
+    os.makedirs(temporary)
+    for name in blessed:
+        shutil.copyfile(
+            os.path.join(tflite_export.tflite_dir(model_uri), name), os.path.join(temporary, name)
+        )
+    _fsync_tree(temporary)
+    os.rename(temporary, final)
+    _fsync_dir(base_directory)
+    log.info("TFLite models %s pushed to %s", ", ".join(blessed), final)
+    return final
+
+
 class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 (TFX API)
         destination = pusher_pb2.PushDestination()
@@ -139,6 +164,13 @@ class Executor(pusher_executor.Executor):
         extra_dir = artifact_utils.get_single_uri(extra_assets) if extra_assets else None
         base = destination.filesystem.base_directory
         version = push_model(self.GetModelPath(input_dict), base, extra_dir)
+        tflite = input_dict.get(TFLITE_EVALUATION_KEY) or []
+        if tflite:  # the TFLite files that passed their gate, beside the version
+            model_uri = artifact_utils.get_single_uri(
+                input_dict[standard_component_specs.MODEL_KEY]
+            )
+            evaluation = read_evaluation(artifact_utils.get_single_uri(tflite))
+            push_tflite(model_uri, base, version, blessed_files(evaluation))
         self._MarkPushed(
             model_push, pushed_destination=os.path.join(base, version), pushed_version=version
         )
