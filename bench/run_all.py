@@ -15,11 +15,15 @@ import os
 import time
 from collections.abc import Sequence
 
-from bench import ingest_bench, pipeline_bench, serving_bench, training_bench
+from bench import deploy_bench, ingest_bench, pipeline_bench, serving_bench, training_bench
 from bench.results import RESULTS
 
 BENCHES = (("serving", serving_bench.main), ("training", training_bench.main)) + (
-    (("ingest", ingest_bench.main), ("pipeline", pipeline_bench.main))
+    (
+        ("ingest", ingest_bench.main),
+        ("pipeline", pipeline_bench.main),
+        ("deploy", deploy_bench.main),
+    )
     if os.environ.get(ingest_bench.IMAGES_ENV)
     else ()
 )

@@ -92,7 +92,7 @@ class PipelineConfig:
     # more than this beyond noise (upper end of the paired 95% interval of the difference)
     # TFLite (models/tflite_export.py, components/tflite_evaluator/): float32 + int8 files,
     # each pushed beside the SavedModel only when it passes its gate against the SavedModel.
-    tflite: bool = True  # export model.tflite and model_int8.tflite
+    tflite_export: bool = True  # also write model.tflite and model_int8.tflite
     tflite_min_agreement: float = 0.98  # refused below this top-1 agreement with the SavedModel
     tflite_max_drop: float = 0.01  # refused if less accurate by more than this beyond noise
     # Batch inference (make predict-folder): a pushed version dir; empty = latest blessed model

@@ -7,7 +7,7 @@ ImageExampleGen (or ImportExampleGen over image TFRecords: EXAMPLES)
     -> Trainer (fits train, validates on validation)
     -> Evaluator (eval split only, + latest blessed; the Trainer's stored predictions)
     -> EvaluationReport (report + model card) -> Pusher (the card into assets.extra/)
-    Trainer -> TFLiteEvaluator (TFLITE=true: the TFLite files vs the SavedModel) -> Pusher
+    Trainer -> TFLiteEvaluator (TFLITE_EXPORT=true: the TFLite files vs the SavedModel) -> Pusher
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def create_pipeline(
         "feature_cache_dir": config.feature_cache_dir,
         # The split the Evaluator scores: the Trainer stores its predictions for it.
         "evaluator_split": ingest.EVAL,
-        "tflite": config.tflite,  # also write model.tflite and model_int8.tflite
+        "tflite": config.tflite_export,  # also write model.tflite and model_int8.tflite
         **fingerprint,
     }
     tuner = None
@@ -241,7 +241,7 @@ def create_pipeline(
             min_agreement=config.tflite_min_agreement,
             max_drop=config.tflite_max_drop,
         )
-        if config.tflite
+        if config.tflite_export
         else None
     )
     push = ImagePusher(

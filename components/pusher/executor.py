@@ -11,6 +11,9 @@ component's executor instead:
   then renames it into place: a version directory is either absent or complete;
 - removes temporary directories a killed push left behind before pushing, so the next run
   redoes an unfinished push, and a push killed after its rename is found (below) and recorded;
+- with the optional `tflite_evaluation` input, publishes the TFLite files that passed their
+  gate beside the version as `<version>.tflite/` (not a number: no server loads it), the
+  same way: a `.push-` temporary renamed into place;
 - records a model that is already in the serving directory (same saved_model.pb and variables
   index) as that version instead of copying it again: an unchanged re-run is blessed again
   (its baseline changed from none to that very model) and must not multiply identical versions.
@@ -32,7 +35,11 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.tflite_evaluator.executor import blessed_files, read_evaluation
+from components.tflite_evaluator.executor import (
+    EVALUATION_FILE,
+    blessed_files,
+    read_evaluation,
+)
 from models import features, tflite_export
 
 EXTRA_ASSETS_KEY = "extra_assets"  # the optional ExtraAssets input (component.py)
@@ -122,10 +129,13 @@ def push_model(model_path: str, base_directory: str, extra_assets_dir: str | Non
     return version
 
 
-def push_tflite(model_uri: str, base_directory: str, version: str, blessed: list[str]) -> str:
+def push_tflite(
+    model_uri: str, base_directory: str, version: str, blessed: list[str], evaluation: str = ""
+) -> str:
     """Publish the blessed TFLite files of the Model artifact at model_uri beside the
-    version, as `<base>/<version>.tflite/`, atomically (a `.push-` temporary renamed into
-    place); an existing complete folder is kept. Returns its path ("" when none blessed)."""
+    version, as `<base>/<version>.tflite/` with the evaluation file that blessed them (the
+    path `evaluation`, when given), atomically (a `.push-` temporary renamed into place); an
+    existing complete folder is kept. Returns its path ("" when none blessed)."""
     if not blessed:
         return ""
     final = os.path.join(base_directory, version + TFLITE_SUFFIX)
@@ -137,6 +147,8 @@ def push_tflite(model_uri: str, base_directory: str, version: str, blessed: list
         shutil.copyfile(
             os.path.join(tflite_export.tflite_dir(model_uri), name), os.path.join(temporary, name)
         )
+    if evaluation:
+        shutil.copyfile(evaluation, os.path.join(temporary, os.path.basename(evaluation)))
     _fsync_tree(temporary)
     os.rename(temporary, final)
     _fsync_dir(base_directory)
@@ -169,8 +181,11 @@ class Executor(pusher_executor.Executor):
             model_uri = artifact_utils.get_single_uri(
                 input_dict[standard_component_specs.MODEL_KEY]
             )
-            evaluation = read_evaluation(artifact_utils.get_single_uri(tflite))
-            push_tflite(model_uri, base, version, blessed_files(evaluation))
+            evaluation_uri = artifact_utils.get_single_uri(tflite)
+            blessed = blessed_files(read_evaluation(evaluation_uri))
+            push_tflite(
+                model_uri, base, version, blessed, os.path.join(evaluation_uri, EVALUATION_FILE)
+            )
         self._MarkPushed(
             model_push, pushed_destination=os.path.join(base, version), pushed_version=version
         )

@@ -54,7 +54,7 @@ def trained(tmp_path_factory) -> dict:
         "BATCH_SIZE": "8",
         "MODEL_NAME": "hotdog",
         "PIPELINE_NAME": "deploy-test",
-        "TFLITE": "true",
+        "TFLITE_EXPORT": "true",
         "TF_USE_LEGACY_KERAS": "1",
     }
     result = subprocess.run(
@@ -98,7 +98,11 @@ def test_run_writes_gates_and_pushes_both_tflite_models(trained):
     version_dir = summary["pushed_path"]
     beside = version_dir + TFLITE_SUFFIX
     assert tflite["pushed_path"] == beside
-    assert sorted(os.listdir(beside)) == ["model.tflite", "model_int8.tflite"]
+    assert sorted(os.listdir(beside)) == [
+        "model.tflite",
+        "model_int8.tflite",
+        "tflite_evaluation.json",  # the numbers that blessed them
+    ]
     # Not inside the SavedModel folder TF Serving loads; no temporary left.
     assert not any(n.endswith(".tflite") for _, _, names in os.walk(version_dir) for n in names)
     assert not [n for n in os.listdir(os.path.dirname(version_dir)) if n.startswith(".push-")]
