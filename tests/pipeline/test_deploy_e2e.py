@@ -1,7 +1,7 @@
 """End-to-end: TFLite export, gate and push, `make predict TFLITE=`, and batch inference.
 
-One small training run (MobileNetV2 with random weights at 32 px, bright vs dark photos that
-any backbone separates) under the real runner writes both TFLite models; its OUTPUT serves
+One small training run (ResNet50 with random weights at 32 px, bright vs dark photos that
+it separates, as in test_e2e.py) under the real runner writes both TFLite models; its OUTPUT serves
 every assertion: what was pushed and where, the metadata, the TFLite client's output, a
 deliberately corrupted TFLite model that the gate refuses, and `make predict-folder`'s
 pipeline (latest blessed model from ML Metadata, then MODEL=<pushed version>) checked photo
@@ -38,9 +38,9 @@ def trained(tmp_path_factory) -> dict:
     images = root / "images"
     for class_name, colour in zip(demo_data.CLASS_NAMES, ((235, 225, 205), (25, 30, 45))):
         (images / class_name).mkdir(parents=True)
-        for index in range(24):
+        for index in range(20):
             (images / class_name / f"{index:03d}.jpg").write_bytes(
-                samples.image_bytes(40, 48, "jpeg", seed=index, color=colour)
+                samples.image_bytes(40 + index % 3 * 8, 48, "jpeg", seed=index, color=colour)
             )
     env = {
         **os.environ,
@@ -48,7 +48,7 @@ def trained(tmp_path_factory) -> dict:
         "IMAGES": str(images),
         "OUTPUT": str(root / "output"),
         "IMAGE_SIZE": "32",
-        "BACKBONE": "mobilenet_v2",
+        "BACKBONE": "resnet50",
         "BACKBONE_WEIGHTS": "random",
         "EPOCHS": "10",
         "BATCH_SIZE": "8",
@@ -137,7 +137,7 @@ def test_make_predict_tflite_matches_the_server_output_format(trained):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
-    assert len(lines) == 24
+    assert len(lines) == 20
     model = tf.saved_model.load(trained["summary"]["pushed_path"])
     for path, class_name, probability in lines:
         with open(path, "rb") as f:
