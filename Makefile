@@ -22,7 +22,7 @@ HOST ?= 127.0.0.1
 
 TENSORBOARD_PORT ?= 6006
 
-.PHONY: help setup chromium run ingest compile-kubeflow report tensorboard serve predict test test-fast lint bench bench-serving clean
+.PHONY: help setup chromium libusb run predict-folder ingest compile-kubeflow report tensorboard serve predict test test-fast lint bench bench-serving clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -37,7 +37,7 @@ $(VENV)/.synced: pyproject.toml uv.lock .python-version Makefile tools/setup_ven
 	@bash tools/setup_venv.sh
 	@touch $@
 
-setup: $(VENV)/.synced chromium  ## build .venv from uv.lock (no-op when nothing changed)
+setup: $(VENV)/.synced chromium libusb  ## build .venv from uv.lock (no-op when nothing changed)
 
 # Headless Chromium for the report's browser test (tests/components/evaluation_report/test_report.py): Debian's
 # package, installed when missing and we are root; otherwise say how.
@@ -46,6 +46,13 @@ chromium:
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	else echo "chromium is missing: install Debian's chromium package (apt-get install chromium)"; fi
+
+# libusb-1.0 for tflite-support (the TFLite metadata writer loads it): Debian's package.
+libusb:
+	@ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libusb-1.0-0; \
+	else echo "libusb-1.0 is missing: install Debian's libusb-1.0-0 package (apt-get install libusb-1.0-0)"; fi
 
 run: setup  ## the whole pipeline; IMAGES=<dir> for your folder, OUTPUT=<dir> for its outputs
 	$(PY) pipeline/local_runner.py
@@ -69,8 +76,11 @@ serve: setup  ## TF Serving's REST (PORT) and gRPC (GRPC_PORT) APIs over OUTPUT/
 	$(PY) -m serving.server $(if $(MODEL_CONFIG_FILE),--model_config_file "$(MODEL_CONFIG_FILE)",--model-base-path "$(OUTPUT)/serving") \
 		--host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 
-predict: setup  ## classify IMAGES (files or a folder) through the server on HOST:PORT (GRPC=1: gRPC on GRPC_PORT)
-	$(PY) -m serving.client predict --url http://$(HOST):$(PORT) $(if $(GRPC),--grpc $(HOST):$(GRPC_PORT)) --model $(or $(MODEL_NAME),image_classifier) "$(IMAGES)"
+predict: setup  ## classify IMAGES (files or a folder) through the server on HOST:PORT (GRPC=1: gRPC on GRPC_PORT; TFLITE=<file>: that TFLite model, no server)
+	$(PY) -m serving.client predict --url http://$(HOST):$(PORT) $(if $(GRPC),--grpc $(HOST):$(GRPC_PORT)) $(if $(TFLITE),--tflite "$(TFLITE)") --model $(or $(MODEL_NAME),image_classifier) "$(IMAGES)"
+
+predict-folder: setup  ## batch inference over IMAGES (any nesting) into OUTPUT/predictions/ (BulkInferrer; MODEL=<pushed version dir>, default: latest blessed)
+	$(PY) pipeline/batch_inference.py
 
 test: setup  ## the whole test suite, end-to-end runs included
 	$(PY) -m pytest -q

@@ -56,6 +56,7 @@ BASE_KNOBS = {
     "ACCURACY_THRESHOLD": "0.1",
     "MIN_CLASS_RECALL": "0",
     "BEAT_MAJORITY_CLASS": "false",
+    "TFLITE_EXPORT": "false",  # the TFLite files' cost is bench/deploy_bench.py's
 }
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -15,7 +15,14 @@ import os
 import time
 from collections.abc import Sequence
 
-from bench import ingest_bench, pipeline_bench, serving_bench, training_bench, transfer_bench
+from bench import (
+    deploy_bench,
+    ingest_bench,
+    pipeline_bench,
+    serving_bench,
+    training_bench,
+    transfer_bench,
+)
 from bench.results import RESULTS
 
 BENCHES = (("serving", serving_bench.main), ("training", training_bench.main)) + (
@@ -23,6 +30,7 @@ BENCHES = (("serving", serving_bench.main), ("training", training_bench.main)) +
         ("ingest", ingest_bench.main),
         ("pipeline", pipeline_bench.main),
         ("transfer", transfer_bench.main),  # real features on the real photos
+        ("deploy", deploy_bench.main),
     )
     if os.environ.get(ingest_bench.IMAGES_ENV)
     else ()

@@ -17,3 +17,17 @@ class EvaluationReport(artifact.Artifact):
     """A folder with the evaluation report (index.html, report.json) and the model card."""
 
     TYPE_NAME = "image_transfer.EvaluationReport"
+
+
+class TFLiteEvaluation(artifact.Artifact):
+    """The TFLite models' evaluation against the SavedModel (tflite_evaluation.json) and
+    which of them passed their gate (components/tflite_evaluator/)."""
+
+    TYPE_NAME = "image_transfer.TFLiteEvaluation"
+
+
+class Predictions(artifact.Artifact):
+    """Batch inference's answers: predictions.jsonl, predictions.csv and summary.json
+    (counts in / out / skipped, the skipped files), components/predictions_writer/."""
+
+    TYPE_NAME = "image_transfer.Predictions"

@@ -41,6 +41,7 @@ from models import (
     model,
     stored_predictions,
     tf_data,
+    tflite_export,
 )
 from models.feature_cache import DatasetSource, FeatureSource, dataset_of
 from models.model import BackboneSpec
@@ -450,3 +451,12 @@ def run_fn(fn_args: FnArgs) -> None:
         call_model=source.traced_model_call(head),
     )
     logging.info("Exported in %.1f s", time.perf_counter() - start)
+    if run.config.get("tflite"):  # model.tflite and model_int8.tflite beside the SavedModel
+        tflite_export.export_tflite_models(
+            network,
+            run.spec.name,
+            run.spec.image_size,
+            run.class_names,
+            fn_args.train_files,
+            tflite_export.tflite_dir(os.path.dirname(fn_args.serving_model_dir)),
+        )

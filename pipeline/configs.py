@@ -91,6 +91,13 @@ class PipelineConfig:
     beat_majority_class: bool = True  # eval accuracy must exceed the majority-class rate
     accuracy_max_drop: float = 0.01  # refused only if worse than the last blessed model by
     # more than this beyond noise (upper end of the paired 95% interval of the difference)
+    # TFLite (models/tflite_export.py, components/tflite_evaluator/): float32 + int8 files,
+    # each pushed beside the SavedModel only when it passes its gate against the SavedModel.
+    tflite_export: bool = True  # also write model.tflite and model_int8.tflite
+    tflite_min_agreement: float = 0.98  # refused below this top-1 agreement with the SavedModel
+    tflite_max_drop: float = 0.01  # refused if less accurate by more than this beyond noise
+    # Batch inference (make predict-folder): a pushed version dir; empty = latest blessed model
+    model: str = ""
     # Orchestration.
     schema: str = COMMITTED_SCHEMA  # a schema.pbtxt for ImportSchemaGen, or "infer" (SchemaGen)
     enable_cache: bool = True
@@ -149,6 +156,11 @@ class PipelineConfig:
     @property
     def report_dir(self) -> str:
         return os.path.join(self.output, "report")
+
+    @property
+    def predictions_dir(self) -> str:
+        """make predict-folder's predictions.jsonl and predictions.csv."""
+        return os.path.join(self.output, "predictions")
 
     @property
     def summary_path(self) -> str:

@@ -7,6 +7,7 @@ ImageExampleGen (or ImportExampleGen over image TFRecords: EXAMPLES)
     -> Trainer (fits train, validates on validation)
     -> Evaluator (eval split only, + latest blessed; the Trainer's stored predictions)
     -> EvaluationReport (report + model card) -> Pusher (the card into assets.extra/)
+    Trainer -> TFLiteEvaluator (TFLITE_EXPORT=true: the TFLite files vs the SavedModel) -> Pusher
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from components.evaluation_report.component import EvaluationReport
 from components.image_example_gen import ingest
 from components.image_example_gen.component import ImageExampleGen
 from components.pusher.component import ImagePusher
+from components.tflite_evaluator.component import TFLiteEvaluator
 from models import ingest_report
 from models.metrics.eval_config import GateSettings, build_eval_config
 from models.options import TrainingOptions, TuningOptions
@@ -168,6 +170,7 @@ def create_pipeline(
         "feature_cache_dir": config.feature_cache_dir,
         # The split the Evaluator scores: the Trainer stores its predictions for it.
         "evaluator_split": ingest.EVAL,
+        "tflite": config.tflite_export,  # also write model.tflite and model_int8.tflite
         **fingerprint,
     }
     tuner = None
@@ -229,12 +232,25 @@ def create_pipeline(
         model_name=config.model_name,
         eval_split=ingest.EVAL,
     )
+    # The TFLite files against the SavedModel on the eval split: the Pusher takes those passing.
+    tflite = (
+        TFLiteEvaluator(
+            examples=example_gen.outputs["examples"],
+            model=trainer.outputs["model"],
+            eval_split=ingest.EVAL,
+            min_agreement=config.tflite_min_agreement,
+            max_drop=config.tflite_max_drop,
+        )
+        if config.tflite_export
+        else None
+    )
     push = ImagePusher(
         # TFX's Pusher made atomic (a version appears whole or not at all); a model already
         # in the serving directory (an unchanged re-run blessed again) is not copied anew.
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         extra_assets=report.outputs["model_card"],  # into <version>/assets.extra/
+        tflite_evaluation=tflite.outputs["evaluation"] if tflite else None,
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(
                 base_directory=config.serving_model_dir
@@ -257,6 +273,7 @@ def create_pipeline(
             latest_blessed_model,
             evaluator,
             report,
+            *([tflite] if tflite else []),
             push,
         ],
         enable_cache=config.enable_cache,

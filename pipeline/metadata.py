@@ -98,3 +98,45 @@ def _node_id(store: metadata_store.MetadataStore, execution, node_type: int) -> 
     """The pipeline node an execution belongs to (its node context is `<pipeline>.<node>`)."""
     nodes = [c for c in store.get_contexts_by_execution(execution.id) if c.type_id == node_type]
     return nodes[0].name.split(".", 1)[-1] if nodes else str(execution.id)
+
+
+def latest_blessed_model(store: metadata_store.MetadataStore, pipeline_name: str):
+    """(Model artifact, its pushed version or "") of the newest model the Evaluator blessed
+    in pipeline `pipeline_name`, or (None, "") when it has blessed none."""
+    pipelines = [c for c in store.get_contexts_by_type("pipeline") if c.name == pipeline_name]
+    if not pipelines:
+        return None, ""
+    blessing_type = store.get_artifact_type("ModelBlessing").id
+    blessings = [
+        a
+        for a in store.get_artifacts_by_context(pipelines[0].id)
+        if a.type_id == blessing_type
+        and a.custom_properties.get("blessed")
+        and a.custom_properties["blessed"].int_value == 1
+        and "current_model_id" in a.custom_properties
+    ]
+    if not blessings:
+        return None, ""
+    newest = max(blessings, key=lambda a: (a.create_time_since_epoch, a.id))
+    [model] = store.get_artifacts_by_id([newest.custom_properties["current_model_id"].int_value])
+    return model, pushed_version(store, model.id)
+
+
+def pushed_version(store: metadata_store.MetadataStore, model_id: int) -> str:
+    """The version a Pusher published the model as ("" if none did)."""
+    consumers = [
+        e.execution_id
+        for e in store.get_events_by_artifact_ids([model_id])
+        if e.type == metadata_store_pb2.Event.INPUT
+    ]
+    outputs = [
+        e.artifact_id
+        for e in store.get_events_by_execution_ids(consumers)
+        if e.type == metadata_store_pb2.Event.OUTPUT
+    ]
+    pushed_type = store.get_artifact_type("PushedModel").id
+    for artifact in store.get_artifacts_by_id(outputs):
+        props = artifact.custom_properties
+        if artifact.type_id == pushed_type and props.get("pushed") and props["pushed"].int_value:
+            return props["pushed_version"].string_value
+    return ""

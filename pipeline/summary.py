@@ -20,9 +20,11 @@ import time
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.utils import path_utils
 
-from components.artifact_types import EvaluationReport
+from components.artifact_types import EvaluationReport, TFLiteEvaluation
 from components.evaluation_report import gate
 from components.evaluation_report.evaluation import BASELINE_MODEL, Evaluation
+from components.pusher.executor import TFLITE_SUFFIX
+from components.tflite_evaluator.executor import blessed_files, read_evaluation
 from models import ingest_report, stored_predictions, training_metadata
 from models.atomic_files import write_text_atomically
 from models.metrics.eval_config import ACCURACY_METRIC
@@ -124,6 +126,34 @@ def push_summary(components: dict) -> dict:
     }
 
 
+def tflite_summary(components: dict, pushed_path: str | None) -> dict:
+    """The TFLite gate's numbers per file and where the blessed files were pushed."""
+    evaluated = (
+        components.get("TFLiteEvaluator", {}).get("outputs", {}).get(TFLiteEvaluation.TYPE_NAME)
+    )
+    if not evaluated:
+        return {}
+    evaluation = read_evaluation(evaluated[0].uri)
+    pushed = pushed_path + TFLITE_SUFFIX if pushed_path and blessed_files(evaluation) else None
+    return {"tflite": {**evaluation, "pushed_path": pushed}}
+
+
+def _tflite_lines(tflite: dict) -> list[str]:
+    saved = tflite["saved_model"]
+    lines = [
+        f"tflite (vs SavedModel accuracy {saved['accuracy']:.4f}, {tflite['examples']} photos):"
+    ]
+    for name, m in tflite["models"].items():
+        verdict = "blessed" if m["blessed"] else "REFUSED: " + "; ".join(m["refused_because"])
+        lines.append(
+            f"  {name:18s} accuracy {m['accuracy']:.4f} agreement {m['agreement']:.4f} "
+            f"{m['size_bytes'] / 1e6:.1f} MB {m['latency_ms']:.1f} ms/image  {verdict}"
+        )
+    if tflite.get("pushed_path"):
+        lines.append(f"  pushed to {tflite['pushed_path']}")
+    return lines
+
+
 def training_summary(components: dict, config: PipelineConfig) -> dict:
     """What the exported model's metadata says of its weights and features, and the Tuner's."""
     summary = {}
@@ -173,6 +203,7 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
         publish(report[0].uri, config.report_dir)
         summary["report"] = os.path.join(config.report_dir, "index.html")
     summary.update(push_summary(components))
+    summary.update(tflite_summary(components, summary["pushed_path"]))
     summary.update(training_summary(components, config))
     # `make run` can only exit 0 or 2 (make's code for any failed recipe): scripts read this.
     summary["exit_code"] = 0 if summary["pushed"] else EXIT_NOT_PUSHED
@@ -208,6 +239,8 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
     for node, c in summary["components"].items():
         lines.append(f"{node:32s} {c['state']:10s} {c['seconds']:8.1f}")
     lines.append(f"wall {summary['wall_seconds']:.0f} s, peak RSS {summary['peak_rss_mb']} MB")
+    if summary.get("tflite"):
+        lines.extend(_tflite_lines(summary["tflite"]))
     ingested = summary["ingest"]
     if ingested.get("counts"):
         lines.append(

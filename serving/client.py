@@ -251,7 +251,7 @@ def _batches(items: list[str], size: int) -> Iterator[list[str]]:
 
 
 def predict_files(
-    client: ServingClient | GrpcClient, paths: Sequence[str], batch_size: int, out=sys.stdout
+    client: ServingClient | GrpcClient | Any, paths: Sequence[str], batch_size: int, out=sys.stdout
 ) -> int:
     """Print `path<TAB>class<TAB>probability` per file; returns the number of failures.
 
@@ -306,8 +306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             command.add_argument(
                 "--grpc", metavar="HOST:PORT", help="send through gRPC Predict instead of REST"
             )
+            command.add_argument(
+                "--tflite", metavar="FILE", help="classify with this TFLite model, no server"
+            )
             command.add_argument("paths", nargs="+", metavar="PATH")
     args = parser.parse_args(argv)
+    if getattr(args, "tflite", None):
+        from serving.tflite_client import TFLiteClient
+
+        return 1 if predict_files(TFLiteClient(args.tflite), args.paths, args.batch_size) else 0
     if getattr(args, "grpc", None):
         with GrpcClient(args.grpc, args.model, args.version, args.label, args.timeout) as client:
             return 1 if predict_files(client, args.paths, args.batch_size) else 0

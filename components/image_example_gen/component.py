@@ -22,6 +22,7 @@ from tfx.proto import example_gen_pb2
 from components.image_example_gen import ingest
 from components.image_example_gen.driver import ImageFolderDriver
 from components.image_example_gen.executor import Executor
+from components.image_example_gen.unlabelled import UNLABELLED
 
 
 class ImageExampleGen(FileBasedExampleGen):
@@ -36,22 +37,29 @@ class ImageExampleGen(FileBasedExampleGen):
         images_dir: str | RuntimeParameter,
         validation_fraction: float = ingest.SplitOptions.validation_fraction,
         eval_fraction: float = ingest.SplitOptions.eval_fraction,
+        unlabelled: bool = False,
     ):
         """Lists the folder's top level (not its photos) to choose the fingerprinted glob.
 
         `images_dir` may be a RuntimeParameter (Kubeflow/Vertex): its default is listed,
-        and a folder given at submission must have the same layout.
+        and a folder given at submission must have the same layout. `unlabelled`: any
+        folder of photos, any nesting, into one `unlabelled` split (unlabelled.py; TFX
+        fingerprints its top level only, so its pipeline runs uncached).
         """
         listed = images_dir.default if isinstance(images_dir, RuntimeParameter) else images_dir
         options = struct_pb2.Struct()
         options.update({"validation_fraction": validation_fraction, "eval_fraction": eval_fraction})
+        options.update({"unlabelled": unlabelled})
+        splits = (UNLABELLED,) if unlabelled else ingest.SPLITS
         packed = any_pb2.Any()
         packed.Pack(options)
         super().__init__(
             input_base=images_dir,
             input_config=example_gen_pb2.Input(
                 splits=[
-                    example_gen_pb2.Input.Split(name="images", pattern=ingest.input_pattern(listed))
+                    example_gen_pb2.Input.Split(
+                        name="images", pattern="*" if unlabelled else ingest.input_pattern(listed)
+                    )
                 ]
             ),
             # Names the output splits; the executor assigns them (by folder and content
@@ -60,7 +68,7 @@ class ImageExampleGen(FileBasedExampleGen):
                 split_config=example_gen_pb2.SplitConfig(
                     splits=[
                         example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=1)
-                        for name in ingest.SPLITS
+                        for name in splits
                     ]
                 )
             ),

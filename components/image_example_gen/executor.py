@@ -13,7 +13,7 @@ from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenE
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 
-from components.image_example_gen import ingest
+from components.image_example_gen import ingest, unlabelled
 from models.crash_points import crash_point
 from models.ingest_report import REPORT_FILE, read_report
 
@@ -32,6 +32,16 @@ def _split_options(exec_properties: dict[str, Any]) -> ingest.SplitOptions:
     )
 
 
+def _is_unlabelled(exec_properties: dict[str, Any]) -> bool:
+    custom = example_gen_pb2.CustomConfig()
+    json_format.Parse(
+        exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "{}", custom
+    )
+    struct = struct_pb2.Struct()
+    custom.custom_config.Unpack(struct)
+    return bool(json_format.MessageToDict(struct).get("unlabelled"))
+
+
 class Executor(BaseExampleGenExecutor):
     """Lists the image folder, then decodes, validates and splits it in the Beam pipeline."""
 
@@ -39,6 +49,8 @@ class Executor(BaseExampleGenExecutor):
         raise NotImplementedError("ImageExampleGen splits by content: see GenerateExamplesByBeam")
 
     def GenerateExamplesByBeam(self, pipeline, exec_properties):  # noqa: N802 - TFX's name
+        if _is_unlabelled(exec_properties):
+            return unlabelled.generate(self, pipeline, exec_properties)
         options = _split_options(exec_properties)
         options.check()
         listing = ingest.list_folder(exec_properties[standard_component_specs.INPUT_BASE_KEY])
@@ -55,6 +67,9 @@ class Executor(BaseExampleGenExecutor):
         super().Do(input_dict, output_dict, exec_properties)
         crash_point("ImageExampleGen")  # records written, the execution not yet published
         report = read_report(examples.uri)
+        if _is_unlabelled(exec_properties):
+            unlabelled.record(examples, report)
+            return
         ingest.check_report(report)  # stops the run, with the reason, on unusable data
         examples.set_string_custom_property("class_names", json.dumps(report["class_names"]))
         examples.set_int_custom_property("skipped_files", len(report["skipped"]))

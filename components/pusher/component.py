@@ -11,14 +11,20 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter
 from tfx.utils import json_utils
 
-from components.artifact_types import ExtraAssets
-from components.pusher.executor import EXTRA_ASSETS_KEY, KEEP_VERSIONS_KEY, Executor
+from components.artifact_types import ExtraAssets, TFLiteEvaluation
+from components.pusher.executor import (
+    EXTRA_ASSETS_KEY,
+    KEEP_VERSIONS_KEY,
+    TFLITE_EVALUATION_KEY,
+    Executor,
+)
 
 
 class ImagePusherSpec(standard_component_specs.PusherSpec):
     INPUTS = {
         **standard_component_specs.PusherSpec.INPUTS,
         EXTRA_ASSETS_KEY: ChannelParameter(type=ExtraAssets, optional=True),
+        TFLITE_EVALUATION_KEY: ChannelParameter(type=TFLiteEvaluation, optional=True),
     }
 
 
@@ -34,6 +40,7 @@ class ImagePusher(pusher_component.Pusher):
         model_blessing: types.BaseChannel | None,
         push_destination: pusher_pb2.PushDestination,
         extra_assets: types.BaseChannel | None = None,
+        tflite_evaluation: types.BaseChannel | None = None,
         keep_versions: int = 0,
     ):
         """keep_versions: versions kept after a push (the newest); 0 keeps every one."""
@@ -44,5 +51,6 @@ class ImagePusher(pusher_component.Pusher):
             custom_config=json_utils.dumps({KEEP_VERSIONS_KEY: keep_versions}),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel),
             extra_assets=extra_assets,
+            tflite_evaluation=tflite_evaluation,
         )
         base_component.BaseComponent.__init__(self, spec=spec)

@@ -11,6 +11,9 @@ component's executor instead:
   then renames it into place: a version directory is either absent or complete;
 - removes temporary directories a killed push left behind before pushing, so the next run
   redoes an unfinished push, and a push killed after its rename is found (below) and recorded;
+- with the optional `tflite_evaluation` input, publishes the TFLite files that passed their
+  gate beside the version as `<version>.tflite/` (not a number: no server loads it), the
+  same way: a `.push-` temporary renamed into place;
 - records a model that is already in the serving directory (same saved_model.pb and variables
   index) as that version instead of copying it again: an unchanged re-run is blessed again
   (its baseline changed from none to that very model) and must not multiply identical versions;
@@ -49,10 +52,17 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from models import features
+from components.tflite_evaluator.executor import (
+    EVALUATION_FILE,
+    blessed_files,
+    read_evaluation,
+)
+from models import features, tflite_export
 from models.crash_points import crash_point
 
 EXTRA_ASSETS_KEY = "extra_assets"  # the optional ExtraAssets input (component.py)
+TFLITE_EVALUATION_KEY = "tflite_evaluation"  # the optional TFLiteEvaluation input
+TFLITE_SUFFIX = ".tflite"  # <version>.tflite/ beside <version>/: not a number, not loaded
 TEMP_PREFIX = ".push-"  # not a number: neither TF Serving nor serving/ treat it as a version
 KEEP_VERSIONS_KEY = "keep_versions"  # in custom_config: versions kept after a push, 0 = all
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -261,6 +271,33 @@ def push_model(model_path: str, base_directory: str, extra_assets_dir: str | Non
     return version
 
 
+def push_tflite(
+    model_uri: str, base_directory: str, version: str, blessed: list[str], evaluation: str = ""
+) -> str:
+    """Publish the blessed TFLite files of the Model artifact at model_uri beside the
+    version, as `<base>/<version>.tflite/` with the evaluation file that blessed them (the
+    path `evaluation`, when given), atomically (a `.push-` temporary renamed into place); an
+    existing complete folder is kept. Returns its path ("" when none blessed)."""
+    if not blessed:
+        return ""
+    final = os.path.join(base_directory, version + TFLITE_SUFFIX)
+    if os.path.isdir(final):
+        return final
+    temporary = os.path.join(base_directory, TEMP_PREFIX + version + TFLITE_SUFFIX)
+    os.makedirs(temporary)
+    for name in blessed:
+        shutil.copyfile(
+            os.path.join(tflite_export.tflite_dir(model_uri), name), os.path.join(temporary, name)
+        )
+    if evaluation:
+        shutil.copyfile(evaluation, os.path.join(temporary, os.path.basename(evaluation)))
+    _fsync_tree(temporary)
+    os.rename(temporary, final)
+    _fsync_dir(base_directory)
+    log.info("TFLite models %s pushed to %s", ", ".join(blessed), final)
+    return final
+
+
 class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 (TFX API)
         destination = pusher_pb2.PushDestination()
@@ -281,6 +318,16 @@ class Executor(pusher_executor.Executor):
         extra_dir = artifact_utils.get_single_uri(extra_assets) if extra_assets else None
         base = destination.filesystem.base_directory
         version = push_model(self.GetModelPath(input_dict), base, extra_dir)
+        tflite = input_dict.get(TFLITE_EVALUATION_KEY) or []
+        if tflite:  # the TFLite files that passed their gate, beside the version
+            model_uri = artifact_utils.get_single_uri(
+                input_dict[standard_component_specs.MODEL_KEY]
+            )
+            evaluation_uri = artifact_utils.get_single_uri(tflite)
+            blessed = blessed_files(read_evaluation(evaluation_uri))
+            push_tflite(
+                model_uri, base, version, blessed, os.path.join(evaluation_uri, EVALUATION_FILE)
+            )
         custom = json.loads(
             exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null"
         )

@@ -86,6 +86,8 @@ def workspace(tmp_path_factory) -> dict:
         # The run must learn, well above the 0.5 of chance, to be blessed.
         "ACCURACY_THRESHOLD": str(LEARNED_ACCURACY),
         "TF_USE_LEGACY_KERAS": "1",
+        # TFLite export and its gate: tests/pipeline/test_deploy_e2e.py (minutes for ResNet50).
+        "TFLITE_EXPORT": "false",
     }
     return {
         "root": root,
