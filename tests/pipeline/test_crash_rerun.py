@@ -74,6 +74,7 @@ def workspace(tmp_path_factory) -> dict:
         "IMAGE_SIZE": "32",
         "BACKBONE": "mobilenet_v2",
         "BACKBONE_WEIGHTS": "random",
+        "TFLITE_EXPORT": "false",  # the crash points are the SavedModel path's
         "EPOCHS": "3",
         "BATCH_SIZE": "8",
         "PIPELINE_NAME": "crash-test",

@@ -105,6 +105,7 @@ def real_run(tmp_path_factory) -> dict:
         "BACKBONE": BACKBONE,
         "IMAGE_SIZE": str(IMAGE_SIZE),
         "PIPELINE_NAME": "real-photos",
+        "TFLITE_EXPORT": "false",  # TFLite has its own end-to-end test
         "TF_USE_LEGACY_KERAS": "1",
     }
     result = subprocess.run(
