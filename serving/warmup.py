@@ -20,7 +20,7 @@ from collections.abc import Callable
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import errors, grpc_api
+from serving import errors, prediction
 from serving.savedmodel import Servable
 
 log = logging.getLogger(__name__)
@@ -61,19 +61,19 @@ def replay(servable: Servable) -> int:
 def _run(servable: Servable, entry: prediction_log_pb2.PredictionLog) -> None:
     kind = entry.WhichOneof("log_type")
     if kind == "predict_log":
-        signature, inputs = grpc_api.predict_inputs(servable, entry.predict_log.request)
+        signature, inputs = prediction.predict_inputs(servable, entry.predict_log.request)
         servable.run(signature.name, inputs)
     elif kind == "classify_log":
         request = entry.classify_log.request
         signature = servable.classify_signature(request.model_spec.signature_name)
         servable.run(
-            signature.name, {tf.saved_model.CLASSIFY_INPUTS: grpc_api.examples(request.input)}
+            signature.name, {tf.saved_model.CLASSIFY_INPUTS: prediction.examples(request.input)}
         )
     elif kind == "regress_log":
         request = entry.regress_log.request
         signature = servable.regress_signature(request.model_spec.signature_name)
         servable.run(
-            signature.name, {tf.saved_model.REGRESS_INPUTS: grpc_api.examples(request.input)}
+            signature.name, {tf.saved_model.REGRESS_INPUTS: prediction.examples(request.input)}
         )
     elif kind is not None:
         field = prediction_log_pb2.PredictionLog.DESCRIPTOR.fields_by_name[kind]
