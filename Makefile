@@ -72,9 +72,11 @@ clean-old: setup  ## delete what killed runs left (output folders no ML Metadata
 tensorboard: setup  ## TensorBoard on the Trainer's logs of OUTPUT, at HOST:TENSORBOARD_PORT
 	$(PY) -m tensorboard.main --logdir "$(OUTPUT)/pipeline_root/Trainer/model_run" --host $(HOST) --port $(TENSORBOARD_PORT)
 
-serve: setup  ## TF Serving's REST (PORT) and gRPC (GRPC_PORT) APIs over OUTPUT/serving, or MODEL_CONFIG_FILE
+# Batching is on here (the server's default is off, as TF Serving's); SERVE_ARGS="..." passes
+# any server flag, e.g. --batching_parameters_file=<file> or --no-enable-batching.
+serve: setup  ## TF Serving's REST (PORT) and gRPC (GRPC_PORT) APIs over OUTPUT/serving, or MODEL_CONFIG_FILE; SERVE_ARGS: more flags
 	$(PY) -m serving.server $(if $(MODEL_CONFIG_FILE),--model_config_file "$(MODEL_CONFIG_FILE)",--model-base-path "$(OUTPUT)/serving") \
-		--host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
+		--host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT) --enable_batching $(SERVE_ARGS)
 
 predict: setup  ## classify IMAGES (files or a folder) through the server on HOST:PORT (GRPC=1: gRPC on GRPC_PORT; TFLITE=<file>: that TFLite model, no server)
 	$(PY) -m serving.client predict --url http://$(HOST):$(PORT) $(if $(GRPC),--grpc $(HOST):$(GRPC_PORT)) $(if $(TFLITE),--tflite "$(TFLITE)") --model $(or $(MODEL_NAME),image_classifier) "$(IMAGES)"
@@ -95,6 +97,9 @@ lint: setup  ## ruff (the rules and the formatting) and the layer contracts (imp
 
 bench: setup  ## benchmarks; results in bench/results/
 	$(PY) -m bench.run_all
+
+bench-serving: setup  ## the serving benchmark alone (REST, gRPC, in-process); bench/results/serving.*
+	$(PY) -m bench.serving_bench
 
 clean:  ## remove outputs (keeps .venv)
 	rm -rf output .pytest_cache

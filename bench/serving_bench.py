@@ -3,15 +3,20 @@
 Why: the API layers (HTTP + JSON + base64, or gRPC + TensorProto; threads; batching) should
 cost little next to the model itself, and warm-up should take the first-request cost off a
 freshly loaded version. One run measures, on the same images and the same SavedModel:
-- in-process `signatures["serving_default"]` calls at batch 8;
-- REST :predict and gRPC Predict (official stubs) through one `python -m serving.server`, batch
-  8, concurrency 1 and 8 (request batching on, the server's default);
+- in-process `signatures["serving_default"]` calls at batch 1 and 8, one call at a time;
+- REST :predict and gRPC Predict (official stubs) through one `python -m serving.server` with
+  `make serve`'s setting (--enable_batching, our batching defaults), batch 1 and 8,
+  concurrency 1, 8 and 32;
 - the first request's latency on a version hot-swapped in while the server runs, with the
   version's warm-up records replayed on load (the default) and with --no-enable-model-warmup;
 and reports images/s, p50/p99 request latency and API/in-process throughput.
 Results: bench/results/serving.json and serving.md.
 
-    python -m bench.serving_bench [--model-dir DIR] [--images DIR] [--requests-images 256]
+    python -m bench.serving_bench [--model-dir DIR] [--images DIR] [--requests-images 128]
+
+Each scenario sends --requests-images images, or one request per client if that is more, so
+the run stays short on a shared machine (minutes with ResNet50 on 2 cores). Few requests make
+p99 close to the maximum; raise --requests-images on a quiet machine.
 
 Without --model-dir it exports the project's model with a ResNet50 backbone at 224x224 (random
 weights: same compute as a trained one) into bench/work/, reused by later runs.
@@ -43,6 +48,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work")
 MODEL_NAME = "bench_model"
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
+GRPC_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
 
 @dataclass
@@ -131,6 +137,7 @@ def bench_in_process(function, images: list[bytes], batch: int, total: int) -> R
     import tensorflow as tf
 
     work = batches(images, batch, total)
+    function(image_bytes=tf.constant(work[0]))  # one more warm-up: the batch's own shape
     function(image_bytes=tf.constant(work[0]))  # warm-up: first call traces and allocates
     latencies = []
     started = time.perf_counter()
@@ -285,7 +292,8 @@ def markdown(results: list[Result], swaps: list[dict], meta: dict) -> str:
         "# Serving: REST and gRPC vs in-process SavedModel",
         "",
         f"Model: {meta['model']}; {meta['images']} distinct JPEGs ({meta['image_kb']:.1f} KB "
-        f"mean), {meta['images_per_scenario']} images per scenario; {meta['machine']}.",
+        f"mean), at least {meta['images_per_scenario']} images per scenario (one request "
+        f"per client if more); {meta['machine']}.",
         "",
         "| path | server batching | batch | concurrency | requests | images/s | p50 ms | "
         "p99 ms | API / in-process |",
@@ -313,39 +321,54 @@ def markdown(results: list[Result], swaps: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def bench_server(base: str, work: list[list[bytes]], batch: int) -> list[Result]:
+BATCHES = (1, 8)
+CONCURRENCIES = (1, 8, 32)
+# `make serve`'s setting; the REST deadline (TF Serving's 30 s default) lifted so that deep
+# queues at concurrency 32 on a loaded machine are measured rather than cut off (gRPC clients
+# set their own deadline: 300 s here).
+SERVE_FLAGS = ("--enable_batching", "--rest_api_timeout_in_ms=600000")
+
+
+def scenario_images(total: int, batch: int, concurrency: int) -> int:
+    return max(total, batch * concurrency)
+
+
+def bench_server(base: str, images: list[bytes], total: int) -> list[Result]:
     """REST and gRPC through one `python -m serving.server` over the model base path `base`,
-    at concurrency 1 and 8."""
+    at each batch size and concurrency."""
     import grpc
 
     from serving.process import ServerProcess
 
     results = []
-    server = ServerProcess(base, os.path.join(base, "server.log"))
+    server = ServerProcess(base, os.path.join(base, "server.log"), *SERVE_FLAGS)
     try:
         server.wait_available(MODEL_NAME, timeout=600)
-        rest_bodies = [rest_body(chunk) for chunk in work]
-        grpc_requests = [grpc_request(chunk) for chunk in work]
-        with grpc.insecure_channel(server.grpc_target) as channel:
-            for concurrency in (1, 8):
-                print(f"REST batch {batch} concurrency {concurrency} ...", flush=True)
-                send = rest_sender(server.url)
-                results.append(bench_api("REST", send, rest_bodies, batch, concurrency))
-                print(f"gRPC batch {batch} concurrency {concurrency} ...", flush=True)
-                send = grpc_sender(channel)
-                results.append(bench_api("gRPC", send, grpc_requests, batch, concurrency))
+        with grpc.insecure_channel(server.grpc_target, options=GRPC_OPTIONS) as channel:
+            for batch in BATCHES:
+                for concurrency in CONCURRENCIES:
+                    work = batches(images, batch, scenario_images(total, batch, concurrency))
+                    print(f"REST batch {batch} concurrency {concurrency} ...", flush=True)
+                    send = rest_sender(server.url)
+                    bodies = [rest_body(chunk) for chunk in work]
+                    results.append(bench_api("REST", send, bodies, batch, concurrency))
+                    print(f"gRPC batch {batch} concurrency {concurrency} ...", flush=True)
+                    send = grpc_sender(channel)
+                    requests = [grpc_request(chunk) for chunk in work]
+                    results.append(bench_api("gRPC", send, requests, batch, concurrency))
     finally:
         server.stop()
     return results
 
 
-def add_ratios(results: list[Result]) -> dict[tuple[str, int], float]:
-    """Sets each API row's ratio to in-process; returns (path, concurrency) -> ratio."""
+def add_ratios(results: list[Result]) -> dict[tuple[str, int, int], float]:
+    """Sets each API row's ratio to in-process at the same batch size; returns
+    (path, batch, concurrency) -> ratio."""
     in_process = {r.batch: r.images_per_s for r in results if r.path == "in-process"}
     for r in results:
         if r.path != "in-process":
             r.ratio = r.images_per_s / in_process[r.batch]
-    return {(r.path, r.concurrency): r.ratio for r in results if r.path != "in-process"}
+    return {(r.path, r.batch, r.concurrency): r.ratio for r in results if r.path != "in-process"}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -353,7 +376,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model-dir", help="a SavedModel, or a model directory of versions")
     parser.add_argument("--images", help="folder of JPEGs (default: 64 generated 224x224)")
     parser.add_argument("--num-images", type=int, default=64)
-    parser.add_argument("--requests-images", type=int, default=256, help="images sent per scenario")
+    parser.add_argument(
+        "--requests-images", type=int, default=64, help="images sent per scenario (at least)"
+    )
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -366,10 +391,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     import tensorflow as tf
 
     results = []
-    batch = 8
     function = tf.saved_model.load(export_dir).signatures["serving_default"]
-    print(f"in-process batch {batch} ...", flush=True)
-    results.append(bench_in_process(function, images, batch, total))
+    for batch in BATCHES:
+        print(f"in-process batch {batch} ...", flush=True)
+        results.append(bench_in_process(function, images, batch, total))
     del function
 
     os.makedirs(WORK, exist_ok=True)
@@ -377,19 +402,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(dir=WORK) as base:
         os.makedirs(os.path.join(base, MODEL_NAME))
         os.symlink(os.path.abspath(export_dir), os.path.join(base, MODEL_NAME, "1"))
-        results += bench_server(base, batches(images, batch, total), batch)
+        results += bench_server(base, images, total)
         for warmup in (False, True):
             print(f"hot swap, warm-up {'on' if warmup else 'off'} ...", flush=True)
             swaps.append(first_request_after_swap(base, export_dir, images, warmup))
-    at_8 = add_ratios(results)
+    ratios = add_ratios(results)
+    goal = ", ".join(
+        f"{path} {ratios[(path, 8, 8)]:.2f}" for path in ("REST", "gRPC")
+    )  # the issue's goal: >= 0.9 each at batch 8, concurrency 8, batching on
     note = (
-        f"API / in-process throughput at batch 8: REST {at_8[('REST', 1)]:.2f} and gRPC "
-        f"{at_8[('gRPC', 1)]:.2f} at concurrency 1, REST {at_8[('REST', 8)]:.2f} and gRPC "
-        f"{at_8[('gRPC', 8)]:.2f} at concurrency 8. The in-process loop makes one call at a "
-        f"time; the server overlaps calls (--num-threads = CPUs) and merges queued requests. "
-        f"The machine was shared with other jobs during this run "
-        f"(load average at start {meta_load}), so absolute figures are noisy; the rows were "
-        f"measured back to back in one run."
+        f"Server flags: {' '.join(SERVE_FLAGS)} (`make serve`'s batching: max_batch_size 64, "
+        "batch_timeout_micros 0, --num-threads = CPUs; the REST deadline lifted from 30 s). "
+        f"API / in-process throughput at batch 8, concurrency 8: {goal} (goal: >= 0.90 each). "
+        "The in-process loop makes one call at a time; the server overlaps calls and merges "
+        "queued requests, so ratios can exceed 1. Short run on a SHARED machine (other "
+        f"sessions' jobs ran alongside; load average at start {meta_load}): absolute figures "
+        "are noisy and p99 of small scenarios is close to their maximum; the rows were "
+        "measured back to back in one run, so the ratios compare like with like."
     )
     meta = {
         "model": os.path.abspath(export_dir),

@@ -1,14 +1,17 @@
-"""The HTTP surface: TF Serving's URL grammar, routed to thin handlers, every answer JSON.
+"""The HTTP surface: TF Serving's URL grammar, routed to thin JSON <-> proto handlers.
 
 The two path patterns are TF Serving's own (http_rest_api_util.cc), matched the way it matches
 them: a path that fits neither, or the wrong method for it (GET on `:predict`, POST on
-`/metadata`), is a 400 "Malformed request", as TF Serving answers it. Handlers parse with
-`codec`, look the model up in `models`, run it with `runner`; whatever they raise becomes
-`{"error": ...}` with the HTTP code from `errors`, so no request can take the process down.
+`/metadata`), is a 400 "Malformed request", as TF Serving answers it. As in TF Serving's
+http_rest_api_handler.cc, a handler only turns the JSON into the API's request proto (`codec`),
+calls the implementation gRPC serves too (`prediction`) and turns its response proto back into
+JSON; whatever they raise becomes `{"error": ...}` with the HTTP code from `errors`, so no
+request can take the process down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -16,16 +19,20 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import tensorflow as tf
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    predict_pb2,
+    regression_pb2,
+)
 
-from serving import codec, errors, metrics, responses
-from serving.models import ModelRegistry
-from serving.runner import Runner
-from serving.savedmodel import Servable, Signature
+from serving import codec, errors, metrics, prediction, tensors
+from serving.prediction import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,9 @@ class Limits:
     max_body_bytes: int = 512 * 1024 * 1024
     max_instances: int = 4096
     max_decompressed_bytes: int = 100 * 1024 * 1024
+    # --rest_api_timeout_in_ms (TF Serving's HttpRestApiHandler puts it in the RunOptions of
+    # Predict, Classify and Regress); None: no deadline.
+    timeout_seconds: float | None = 30.0
 
 
 @dataclass(frozen=True)
@@ -146,66 +156,87 @@ def _too_large(what: str, limit: int, option: str) -> errors.ServingError:
 
 
 class Api:
-    """The handlers, one per API; each returns the JSON document of a successful answer."""
+    """The handlers, one per API: each turns the JSON request into TF Serving's request proto,
+    asks the shared implementation (`prediction.Prediction`, the one gRPC serves too) and
+    turns its response proto into the JSON document of a successful answer, as
+    http_rest_api_handler.cc does."""
 
-    def __init__(self, models: ModelRegistry, runner: Runner, limits: Limits):
-        self.models = models
-        self.runner = runner
+    def __init__(self, implementation: Prediction, limits: Limits):
+        self.implementation = implementation
         self.limits = limits
+
+    @staticmethod
+    def _spec(call: ApiCall, target, signature_name: str | None = None) -> None:
+        target.name = call.name
+        if call.version is not None:
+            target.version.value = call.version
+        elif call.label is not None:
+            target.version_label = call.label
+        if signature_name is not None:
+            target.signature_name = signature_name
 
     async def status(self, call: ApiCall, body: bytes) -> dict:
         # GetModelStatus ignores a label (get_model_status_impl.cc only looks at a version):
         # /labels/<l> lists every version, as TF Serving answers it.
-        return responses.model_status(self.models.status(call.name, call.version))
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = call.name
+        if call.version is not None:
+            request.model_spec.version.value = call.version
+        return codec.status_json(self.implementation.status(request))
 
     async def metadata(self, call: ApiCall, body: bytes) -> dict:
-        servable = self.models.resolve(call.name, call.version, call.label)
-        return responses.model_metadata(
-            call.name, servable.version, servable.meta_graph.signature_def
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            metadata_field=[prediction.SIGNATURE_DEF_FIELD]
         )
+        self._spec(call, request.model_spec)
+        return codec.metadata_json(self.implementation.metadata(request))
 
     async def predict(self, call: ApiCall, body: bytes) -> dict:
+        # FillPredictRequestFromJson needs the signature's input types first (GetInfoMap).
         document = codec.parse_json(body)
-        signature_name = codec.signature_name(document)
-        servable = self.models.resolve(call.name, call.version, call.label)
-        signature = servable.signature(signature_name)
-        inputs = codec.parse_predict(document, signature.inputs, self.limits.max_instances)
-        outputs = await self.runner.run(servable, signature.name, inputs.tensors)
-        return codec.encode_predict(outputs, inputs.format)
+        request = predict_pb2.PredictRequest()
+        self._spec(call, request.model_spec, codec.signature_name(document))
+        servable = self.implementation.resolve(request.model_spec)
+        signature = servable.signature(request.model_spec.signature_name)
+        inputs = codec.parse_predict(document, signature.inputs)
+        for key, array in inputs.tensors.items():
+            request.inputs[key].CopyFrom(tensors.for_request(array))
+        response = await self._deadline(self.implementation.predict(request))
+        return codec.predict_json(response.outputs, inputs.format)
 
     async def classify(self, call: ApiCall, body: bytes) -> dict:
-        outputs, _ = await self._run_on_examples(
-            call, body, Servable.classify_signature, tf.saved_model.CLASSIFY_INPUTS
-        )
-        return codec.encode_classify(
-            outputs.get(tf.saved_model.CLASSIFY_OUTPUT_CLASSES),
-            outputs.get(tf.saved_model.CLASSIFY_OUTPUT_SCORES),
-        )
+        request = classification_pb2.ClassificationRequest()
+        self._fill_examples(call, body, request)
+        response = await self._deadline(self.implementation.classify(request))
+        return codec.classify_json(response.result)
 
     async def regress(self, call: ApiCall, body: bytes) -> dict:
-        outputs, count = await self._run_on_examples(
-            call, body, Servable.regress_signature, tf.saved_model.REGRESS_INPUTS
-        )
-        return codec.encode_regress(outputs[tf.saved_model.REGRESS_OUTPUTS], count)
+        request = regression_pb2.RegressionRequest()
+        self._fill_examples(call, body, request)
+        response = await self._deadline(self.implementation.regress(request))
+        return codec.regress_json(response.result)
 
-    async def _run_on_examples(
-        self,
-        call: ApiCall,
-        body: bytes,
-        checked_signature: Callable[[Servable, str], Signature],
-        input_key: str,
-    ) -> tuple[dict, int]:
-        """Classify and Regress in TF Serving's order: parse the body (its message says
-        "classify" for both APIs, json_tensor.cc), find the model (404), check the signature
-        can answer this API (400), run it on the serialized examples."""
+    async def _deadline(self, work):
+        """The call, or DEADLINE_EXCEEDED past --rest_api_timeout_in_ms. A model call already
+        running in a thread finishes there; a request still queued for a batch leaves it."""
+        if self.limits.timeout_seconds is None:
+            return await work
+        try:
+            return await asyncio.wait_for(work, self.limits.timeout_seconds)
+        except asyncio.TimeoutError:
+            raise errors.ServingError(
+                errors.Code.DEADLINE_EXCEEDED,
+                f"Deadline Exceeded: no answer within {self.limits.timeout_seconds * 1000:.0f} "
+                "ms (--rest_api_timeout_in_ms)",
+            ) from None
+
+    def _fill_examples(self, call: ApiCall, body: bytes, request) -> None:
+        """Classify and Regress requests in TF Serving's order: parse the body (its message
+        says "classify" for both APIs, json_tensor.cc); the model (404) and the signature's
+        fitness for the API (400) are the implementation's checks."""
         document = codec.parse_json(body)
-        signature_name = codec.signature_name(document)
-        examples = codec.parse_classify(document, self.limits.max_instances)
-        servable = self.models.resolve(call.name, call.version, call.label)
-        signature = checked_signature(servable, signature_name)
-        serialized = codec.bytes_array(examples)
-        outputs = await self.runner.run(servable, signature.name, {input_key: serialized})
-        return outputs, len(examples)
+        self._spec(call, request.model_spec, codec.signature_name(document))
+        request.input.CopyFrom(codec.parse_classify(document))
 
 
 class Endpoint:
@@ -259,13 +290,12 @@ class Endpoint:
 
 
 def create_app(
-    models: ModelRegistry,
-    runner: Runner,
+    implementation: Prediction,
     server_metrics: metrics.Metrics,
     limits: Limits,
     lifespan: Callable | None = None,
 ) -> Starlette:
-    endpoint = Endpoint(Api(models, runner, limits), server_metrics)
+    endpoint = Endpoint(Api(implementation, limits), server_metrics)
     return Starlette(routes=[Route("/{path:path}", endpoint)], lifespan=lifespan)
 
 

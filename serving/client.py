@@ -188,7 +188,9 @@ class GrpcClient:
             raise ServingHTTPError(HTTP_STATUS[Code[exc.code().name]], exc.details()) from None
         probabilities = _numbers(outputs["probabilities"], "float32", "float_val")
         classes = len(probabilities) // max(len(images), 1)
-        names = [n.decode("utf-8", "replace") for n in outputs["class_name"].string_val]
+        from serving.tensors import to_ndarray  # string_val, or tensor_content with the flag
+
+        names = [n.decode("utf-8", "replace") for n in to_ndarray(outputs["class_name"]).ravel()]
         indexes = [int(i) for i in _numbers(outputs["class_index"], "int64", "int64_val")]
         return [
             _classification(

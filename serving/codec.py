@@ -1,11 +1,13 @@
-"""JSON <-> tensors, by the rules of TF Serving's REST API (tensorflow_serving/util/json_tensor.cc).
+"""JSON <-> TF Serving's protos, by the rules of its REST API (util/json_tensor.cc).
 
 Requests: `instances` (row format) or `inputs` (columnar format) become numpy arrays of the
-signature's dtypes, with the same checks and error messages as TF Serving (dense shapes only,
-values at the leaf level, `{"b64": ...}` for binary strings); `examples` and `context` of a
-Classify request become serialized tf.Examples. Responses: `predictions` / `outputs`, and
-Classify `results`; string outputs whose name ends in `_bytes` are written as `{"b64": ...}`,
-floats in their shortest round-trip form, NaN and Infinity as the bare tokens TF Serving uses.
+signature's dtypes (the REST handler puts them in a PredictRequest), with the same checks and
+error messages as TF Serving (dense shapes only, values at the leaf level, `{"b64": ...}` for
+binary strings); `examples` and `context` of a Classify or Regress request become its Input
+proto. Responses are printed from the response protos: `predictions` / `outputs`, Classify and
+Regress `results`, model status and metadata; string outputs whose name ends in `_bytes` are
+written as `{"b64": ...}`, floats in their shortest round-trip form, NaN and Infinity as the
+bare tokens TF Serving uses.
 """
 
 from __future__ import annotations
@@ -18,9 +20,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from google.protobuf import json_format
 from tensorflow.core.example import example_pb2
+from tensorflow.core.framework import tensor_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    input_pb2,
+    regression_pb2,
+)
 
-from serving import errors
+from serving import errors, tensors
 from serving.savedmodel import TensorSpec
 
 ROW = "row"
@@ -78,9 +89,7 @@ def signature_name(doc: Mapping[str, Any]) -> str:
     return value
 
 
-def parse_predict(
-    doc: Mapping[str, Any], specs: Mapping[str, TensorSpec], max_instances: int | None = None
-) -> PredictInputs:
+def parse_predict(doc: Mapping[str, Any], specs: Mapping[str, TensorSpec]) -> PredictInputs:
     """Input tensors of a Predict request, checked against the signature's inputs."""
     if not specs:
         raise errors.invalid_argument("Failed to get input map for signature")
@@ -98,24 +107,14 @@ def parse_predict(
                 "Expecting 'instances' to be an list/array",
                 "No values in 'instances' array",
             )
-            _check_instances(len(instances), max_instances)
             return PredictInputs(_from_instances(instances, specs), ROW, len(instances))
         if has_inputs:
             tensors = _from_inputs(doc["inputs"], specs)
             batch = max((t.shape[0] if t.ndim else 1) for t in tensors.values())
-            _check_instances(batch, max_instances)
             return PredictInputs(tensors, COLUMNAR, batch)
     except RecursionError:
         raise errors.invalid_argument("JSON Value nested too deeply") from None
     raise errors.invalid_argument("Missing 'inputs' or 'instances' key")
-
-
-def _check_instances(count: int, max_instances: int | None) -> None:
-    if max_instances is not None and count > max_instances:
-        raise errors.invalid_argument(
-            f"Request has {count} instances; this server accepts at most {max_instances} per "
-            "request (--max-instances). Send them in smaller batches."
-        )
 
 
 def _is_b64(value: Any) -> bool:
@@ -335,11 +334,10 @@ def _json_array(doc: Mapping[str, Any], key: str, not_an_array: str, empty: str)
     return value
 
 
-def parse_classify(doc: Mapping[str, Any], max_instances: int | None = None) -> list[bytes]:
-    """Serialized tf.Examples of a Classify request, `context` merged into each example."""
-    context = b""
-    if "context" in doc:
-        context = _example(doc["context"]).SerializeToString()
+def parse_classify(doc: Mapping[str, Any]) -> input_pb2.Input:
+    """The Input of a Classify or Regress request (FillClassificationRequestFromJson): an
+    ExampleList, or an ExampleListWithContext when the request has a `context`."""
+    context = _example(doc["context"]) if "context" in doc else None
     if "examples" not in doc:
         raise errors.invalid_argument(
             f"JSON Value: {_show(doc)} When method is classify, key 'examples' is expected and "
@@ -351,10 +349,14 @@ def parse_classify(doc: Mapping[str, Any], max_instances: int | None = None) -> 
         "Expecting 'examples' value to be an list/array",
         "'examples' value is an empty array",
     )
-    _check_instances(len(examples), max_instances)
-    # Concatenated serialized protos parse as their merge, which is how TF Serving joins an
-    # ExampleListWithContext: each example gets the context's features.
-    return [context + _example(example).SerializeToString() for example in examples]
+    parsed = [_example(example) for example in examples]
+    request_input = input_pb2.Input()
+    if context is None:
+        request_input.example_list.examples.extend(parsed)
+    else:
+        request_input.example_list_with_context.context.CopyFrom(context)
+        request_input.example_list_with_context.examples.extend(parsed)
+    return request_input
 
 
 def _example(value: Any) -> example_pb2.Example:
@@ -428,37 +430,53 @@ def encode_predict(outputs: Mapping[str, np.ndarray], request_format: str) -> di
     return {"predictions": [{name: rows[name][i] for name in names} for i in range(batch)]}
 
 
-def encode_classify(classes: np.ndarray | None, scores: np.ndarray | None) -> dict:
-    """Classify `results`: per example, [label, score] pairs."""
-    reference = classes if classes is not None else scores
-    if reference is None or reference.ndim != 2:
-        raise errors.invalid_argument("Expected Tensor shape: [batch_size num_classes]")
-    if classes is not None and scores is not None and classes.shape != scores.shape:
-        raise errors.invalid_argument(
-            f"Tensors class and score should match in shape. Got {classes.shape} vs. {scores.shape}"
-        )
-    labels = _to_json(classes, False) if classes is not None else None
-    values = _to_json(scores, False) if scores is not None else None
-    rows, columns = reference.shape
+def predict_json(outputs: Mapping[str, tensor_pb2.TensorProto], request_format: str) -> dict:
+    """A PredictResponse's outputs as MakeJsonFromTensors writes them."""
+    return encode_predict({key: tensors.to_ndarray(value) for key, value in outputs.items()},
+                          request_format)  # fmt: skip
+
+
+def classify_json(result: classification_pb2.ClassificationResult) -> dict:
+    """Classify `results`: per example, [label, score] pairs (MakeJsonFromClassificationResult)."""
     return {
         "results": [
-            [
-                [labels[i][c] if labels else "", values[i][c] if values else 0.0]
-                for c in range(columns)
-            ]
-            for i in range(rows)
+            [[entry.label, _float32_json(entry.score)] for entry in classification.classes]
+            for classification in result.classifications
         ]
     }
 
 
-def encode_regress(values: np.ndarray, batch: int) -> dict:
-    """Regress `results`: one float per example; TF Serving accepts [batch] or [batch, 1]."""
-    if values.shape not in ((batch,), (batch, 1)):
-        raise errors.invalid_argument(
-            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-            f"{_shape_str(values.shape)}"
-        )
-    return {"results": _to_json(values.reshape(batch).astype(np.float32), False)}
+def regress_json(result: regression_pb2.RegressionResult) -> dict:
+    """Regress `results`: one float per example (MakeJsonFromRegressionResult)."""
+    return {"results": [_float32_json(entry.value) for entry in result.regressions]}
+
+
+def _float32_json(value: float) -> float:
+    return float(str(np.float32(value)))
+
+
+def _proto_json(message) -> dict:
+    """TF Serving's printing of a response proto: field names as in the .proto, int64 as
+    strings, enums by name, default values included."""
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, including_default_value_fields=True
+    )
+
+
+def status_json(response: get_model_status_pb2.GetModelStatusResponse) -> dict:
+    """`{"model_version_status": [{"version", "state", "status": {...}}, ...]}`."""
+    return _proto_json(response)
+
+
+def metadata_json(response: get_model_metadata_pb2.GetModelMetadataResponse) -> dict:
+    """`{"model_spec": ..., "metadata": {"signature_def": {"signature_def": {...}}}}`: each
+    metadata Any printed as the message it holds (ProcessModelMetadataRequest)."""
+    metadata = {}
+    for key, packed in response.metadata.items():
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        packed.Unpack(signature_map)
+        metadata[key] = _proto_json(signature_map)
+    return {"model_spec": _proto_json(response.model_spec), "metadata": metadata}
 
 
 def _to_json(array: np.ndarray, as_bytes: bool) -> Any:

@@ -1,8 +1,11 @@
-"""TF Serving's config files: --model_config_file and --monitoring_config_file.
+"""TF Serving's config files: --model_config_file, --monitoring_config_file and
+--batching_parameters_file.
 
 Both are text-format protos, read with protobuf's own text parser so anything TF Serving
 accepts parses the same way (and anything it refuses fails with the parser's message):
 - ModelServerConfig comes from tensorflow-serving-api (tensorflow_serving.config);
+- BatchingParameters is not shipped in it either: serving/protos/ vendors TF Serving's .proto,
+  compiled with grpcio-tools;
 - MonitoringConfig is not shipped in that wheel, so its two messages are declared here from
   tensorflow_serving/config/monitoring_config.proto, field for field.
 
@@ -31,6 +34,20 @@ def parse_model_server_config(text: str) -> model_server_config_pb2.ModelServerC
     except text_format.ParseError as exc:
         raise errors.invalid_argument(f"Invalid ModelServerConfig: {exc}") from None
     return config
+
+
+def read_batching_parameters_file(path: str):
+    """--batching_parameters_file: a BatchingParameters text proto (ParseProtoTextFile)."""
+    from serving.protos import batching_parameters_pb2
+
+    with open(path) as f:
+        text = f.read()
+    parameters = batching_parameters_pb2.BatchingParameters()
+    try:
+        text_format.Parse(text, parameters)
+    except text_format.ParseError as exc:
+        raise errors.invalid_argument(f"Invalid BatchingParameters in {path}: {exc}") from None
+    return parameters
 
 
 def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:

@@ -26,6 +26,8 @@ class Runner:
         batching_options: batching.BatchingOptions | None = None,
         observe_batch: Callable[[int], None] = lambda size: None,
     ):
+        if batching_options is not None and batching_options.num_batch_threads:
+            num_threads = max(num_threads, batching_options.num_batch_threads)
         self._executor = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="model")
         self._num_threads = num_threads
         self._batching_options = batching_options

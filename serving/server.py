@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import uvicorn
 from starlette.applications import Starlette
 
-from serving import app, batching, config, metrics, models, runner
+from serving import app, batching, config, errors, metrics, models, runner
 
 log = logging.getLogger("serving.server")
 
@@ -94,9 +94,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--enable-batching",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="merge concurrent requests into one model call (default on; see README)",
+        "--enable_batching",
+        action=TfServingBool,
+        help="merge concurrent requests (REST and gRPC, all clients) into one model call "
+        "(default off, as TF Serving; `make serve` turns it on)",
+    )
+    parser.add_argument(
+        "--batching-parameters-file",
+        "--batching_parameters_file",
+        help="TF Serving's BatchingParameters text file (max_batch_size, batch_timeout_micros, "
+        "max_enqueued_batches, num_batch_threads, allowed_batch_sizes, ...); needs "
+        "--enable_batching; replaces --max-batch-size and --batch-timeout-micros",
+    )
+    parser.add_argument(
+        "--enable-serialization-as-tensor-content",
+        "--enable_serialization_as_tensor_content",
+        action=TfServingBool,
+        help="gRPC Predict outputs packed in tensor_content instead of the typed fields "
+        "(float_val, ...), as TF Serving's flag",
     )
     for flag, default, text in (  # the whole-number options
         ("--num-versions", 1, "keep the latest N versions of each model loaded (default 1)"),
@@ -116,6 +131,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "more instances/examples in one request are refused with 400 (default %(default)s)",
         ),
         (
+            "--rest-api-timeout-in-ms",
+            30000,
+            "REST Predict/Classify/Regress calls answer DEADLINE_EXCEEDED after this long "
+            "(default %(default)s, TF Serving's; 0: none)",
+        ),
+        (
             "--num-threads",
             os.cpu_count() or 2,
             "model calls running at once (default: CPU count, %(default)s)",
@@ -132,7 +153,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "batches form only from requests that queued while the threads were busy)",
         ),
     ):
-        parser.add_argument(flag, type=int, default=default, help=text)
+        names = [flag]
+        if flag == "--rest-api-timeout-in-ms":
+            names.append("--rest_api_timeout_in_ms")
+        parser.add_argument(*names, type=int, default=default, help=text)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
@@ -142,7 +166,48 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.labels = models.parse_version_labels(args.version_labels)
     except ValueError as exc:
         parser.error(f"--version-labels: {exc}")
+    args.batching = None
+    if args.enable_batching:
+        args.batching = batching.BatchingOptions(
+            max_batch_size=args.max_batch_size,
+            batch_timeout_seconds=args.batch_timeout_micros / 1e6,
+        )
+        if args.batching_parameters_file:
+            try:
+                parameters = config.read_batching_parameters_file(args.batching_parameters_file)
+                args.batching = batching.options_from_parameters(parameters, args.num_threads)
+            except (OSError, errors.ServingError) as exc:
+                parser.error(f"--batching_parameters_file: {exc}")
+    elif args.batching_parameters_file:
+        parser.error(  # server.cc's message
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true."
+        )
     return args
+
+
+class TfServingBool(argparse.Action):
+    """A boolean flag as TF Serving spells it (--flag, --flag=true, --flag=false), and as
+    argparse's BooleanOptionalAction does (--no-flag)."""
+
+    def __init__(self, option_strings, dest, default=False, help=None):  # noqa: A002
+        negated = ["--no-" + option[2:] for option in option_strings]
+        super().__init__(
+            [*option_strings, *negated], dest, nargs="?", default=default, help=help,
+            metavar="true|false",
+        )  # fmt: skip
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string.startswith("--no-"):
+            if values is not None:
+                parser.error(f"{option_string} takes no value")
+            setattr(namespace, self.dest, False)
+        elif values is None or values.lower() in ("true", "1"):
+            setattr(namespace, self.dest, True)
+        elif values.lower() in ("false", "0"):
+            setattr(namespace, self.dest, False)
+        else:
+            parser.error(f"{option_string}: expected true or false, got {values!r}")
 
 
 def _registry(args: argparse.Namespace, loader: models.Loader, warmup_hook) -> models.ModelRegistry:
@@ -158,13 +223,7 @@ def _registry(args: argparse.Namespace, loader: models.Loader, warmup_hook) -> m
 
 
 def _runner(args: argparse.Namespace, server_metrics: metrics.Metrics) -> runner.Runner:
-    batching_options = None
-    if args.enable_batching:
-        batching_options = batching.BatchingOptions(
-            max_batch_size=args.max_batch_size,
-            batch_timeout_seconds=args.batch_timeout_micros / 1e6,
-        )
-    return runner.Runner(args.num_threads, batching_options, server_metrics.batch_observer())
+    return runner.Runner(args.num_threads, args.batching, server_metrics.batch_observer())
 
 
 async def _first_load(registry: models.ModelRegistry) -> None:
@@ -181,7 +240,7 @@ async def _first_load(registry: models.ModelRegistry) -> None:
 
 def build_app(args: argparse.Namespace) -> Starlette:
     """The ASGI app for these arguments; loading starts in its lifespan, gRPC beside it."""
-    from serving import grpc_api, warmup  # import TensorFlow
+    from serving import grpc_api, prediction, warmup  # import TensorFlow
     from serving.savedmodel import Servable
 
     monitoring = config.Monitoring()
@@ -199,16 +258,22 @@ def build_app(args: argparse.Namespace) -> Starlette:
         config_watcher = ConfigWatcher(args.model_config_file, registry)
         config_watcher.load()  # loads the models; a bad file stops the server here
     model_runner = _runner(args, server_metrics)
-    limits = app.Limits(args.max_body_bytes, args.max_instances, args.max_decompressed_bytes)
+    limits = app.Limits(
+        args.max_body_bytes,
+        args.max_instances,
+        args.max_decompressed_bytes,
+        args.rest_api_timeout_in_ms / 1000 if args.rest_api_timeout_in_ms > 0 else None,
+    )
+    implementation = prediction.Prediction(
+        registry, model_runner, limits.max_instances, args.enable_serialization_as_tensor_content
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette):
         await _first_load(registry)
         grpc_server = None
         if args.grpc_port:
-            grpc_server = grpc_api.create_server(
-                registry, model_runner, server_metrics, limits.max_instances
-            )
+            grpc_server = grpc_api.create_server(implementation, server_metrics)
             grpc_server.add_insecure_port(f"{args.host}:{args.grpc_port}")
             await grpc_server.start()
             log.info("gRPC API on %s:%d", args.host, args.grpc_port)
@@ -225,7 +290,7 @@ def build_app(args: argparse.Namespace) -> Starlette:
             registry.stop()
             model_runner.close()
 
-    return app.create_app(registry, model_runner, server_metrics, limits, lifespan=lifespan)
+    return app.create_app(implementation, server_metrics, limits, lifespan=lifespan)
 
 
 class ConfigWatcher:

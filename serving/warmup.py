@@ -6,8 +6,8 @@ serves (servables/tensorflow/saved_model_warmup.cc and saved_model_warmup_util.c
 real request then no longer pays for graph tracing and kernel set-up. Same rules here:
 - no file: nothing to do; a record that does not parse, a request that fails, or more than
   1,000 records (WarmupConsts::kMaxNumRecords) fail the load with TF Serving's message;
-- predict, classify and regress logs are replayed; other log types are UNIMPLEMENTED, as
-  TF Serving answers for the types it does not replay (multi_inference is also refused here).
+- predict, classify, regress and multi_inference logs are replayed (saved_model_warmup.cc's
+  RunWarmupRequest); other log types are UNIMPLEMENTED, as TF Serving answers for them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import errors, grpc_api
+from serving import errors, prediction
 from serving.savedmodel import Servable
 
 log = logging.getLogger(__name__)
@@ -61,20 +61,35 @@ def replay(servable: Servable) -> int:
 def _run(servable: Servable, entry: prediction_log_pb2.PredictionLog) -> None:
     kind = entry.WhichOneof("log_type")
     if kind == "predict_log":
-        signature, inputs = grpc_api.predict_inputs(servable, entry.predict_log.request)
+        signature, inputs = prediction.predict_inputs(servable, entry.predict_log.request)
         servable.run(signature.name, inputs)
     elif kind == "classify_log":
         request = entry.classify_log.request
         signature = servable.classify_signature(request.model_spec.signature_name)
         servable.run(
-            signature.name, {tf.saved_model.CLASSIFY_INPUTS: grpc_api.examples(request.input)}
+            signature.name, {tf.saved_model.CLASSIFY_INPUTS: prediction.examples(request.input)}
         )
     elif kind == "regress_log":
         request = entry.regress_log.request
         signature = servable.regress_signature(request.model_spec.signature_name)
         servable.run(
-            signature.name, {tf.saved_model.REGRESS_INPUTS: grpc_api.examples(request.input)}
+            signature.name, {tf.saved_model.REGRESS_INPUTS: prediction.examples(request.input)}
         )
+    elif kind == "multi_inference_log":
+        request = entry.multi_inference_log.request
+        serialized = prediction.examples(request.input)
+        for task in request.tasks:
+            name = task.model_spec.signature_name
+            if task.method_name == prediction.CLASSIFY_METHOD:
+                signature, key = servable.classify_signature(name), tf.saved_model.CLASSIFY_INPUTS
+            elif task.method_name == prediction.REGRESS_METHOD:
+                signature, key = servable.regress_signature(name), tf.saved_model.REGRESS_INPUTS
+            else:
+                raise errors.ServingError(
+                    errors.Code.UNIMPLEMENTED,
+                    f"Unsupported signature method_name: {task.method_name}",
+                )
+            servable.run(signature.name, {key: serialized})
     elif kind is not None:
         field = prediction_log_pb2.PredictionLog.DESCRIPTOR.fields_by_name[kind]
         raise errors.ServingError(

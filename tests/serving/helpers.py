@@ -116,3 +116,81 @@ def serving_target(
         server.url, MODEL_NAME, local=True, label=LABEL, version=1, server=server,
         grpc=server.grpc_target,
     )  # fmt: skip
+
+
+HALF_PLUS_TWO = "half_plus_two"
+# TF Serving's BatchingParameters for the batching server: merges up to 8 instances, waits
+# up to BATCH_TIMEOUT_S for a batch to fill, pads batches to 4 or 8, one batch at a time.
+BATCH_TIMEOUT_S = 0.5
+BATCHING_PARAMETERS = f"""
+max_batch_size {{ value: 8 }}
+batch_timeout_micros {{ value: {int(BATCH_TIMEOUT_S * 1e6)} }}
+num_batch_threads {{ value: 1 }}
+allowed_batch_sizes: 4
+allowed_batch_sizes: 8
+"""
+REST_TIMEOUT_MS = 200  # below BATCH_TIMEOUT_S: a lone REST call times out in the queue
+
+
+def export_half_plus_two(export_dir: str) -> str:
+    """A SavedModel shaped like TF Serving's half_plus_two test model (the one its
+    multi_inference_test.cc uses): tf.Examples with a float feature `x` in,
+    `regress_x_to_y` (0.5x + 2), `regress_x_to_y2` (0.5x + 3), `classify_x_to_y` (scores
+    0.5x + 2, no classes), and a Predict `serving_default` (x -> 0.5x + 2)."""
+    import tensorflow as tf
+
+    def parse(serialized):
+        spec = {"x": tf.io.FixedLenFeature([1], tf.float32)}
+        return tf.io.parse_example(serialized, spec)["x"]
+
+    examples = tf.TensorSpec([None], tf.string)
+
+    class HalfPlusTwo(tf.Module):
+        @tf.function(input_signature=[examples])
+        def regress_x_to_y(self, inputs):
+            return {"outputs": tf.reshape(0.5 * parse(inputs) + 2.0, [-1])}
+
+        @tf.function(input_signature=[examples])
+        def regress_x_to_y2(self, inputs):
+            return {"outputs": tf.reshape(0.5 * parse(inputs) + 3.0, [-1])}
+
+        @tf.function(input_signature=[examples])
+        def classify_x_to_y(self, inputs):
+            return {"scores": 0.5 * parse(inputs) + 2.0}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def predict(self, x):
+            return {"y": 0.5 * x + 2.0}
+
+    module = HalfPlusTwo()
+    signatures = {
+        "regress_x_to_y": module.regress_x_to_y,
+        "regress_x_to_y2": module.regress_x_to_y2,
+        "classify_x_to_y": module.classify_x_to_y,
+        "serving_default": module.predict,
+    }
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    return export_dir
+
+
+@pytest.fixture(scope="session")
+def batching_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """Our server over half_plus_two with TF Serving's batching flags, a parameters file,
+    Prometheus metrics on, and --rest_api_timeout_in_ms below the batch timeout."""
+    if os.environ.get("TF_SERVING_URL"):
+        pytest.skip("needs this server's batching flags and a fixture model")
+    base = tmp_path_factory.mktemp("half_plus_two")
+    export_half_plus_two(str(base / HALF_PLUS_TWO / "1"))
+    parameters = base / "batching_parameters.txt"
+    parameters.write_text(BATCHING_PARAMETERS)
+    server = ServerProcess(
+        str(base),
+        str(base.parent / "batching-server.log"),
+        "--enable_batching",
+        f"--batching_parameters_file={parameters}",
+        "--monitoring_config_file", os.path.join(ROOT, "serving", "monitoring.config"),
+        "--rest_api_timeout_in_ms", str(REST_TIMEOUT_MS),
+    )  # fmt: skip
+    request.addfinalizer(server.stop)
+    server.wait_available(HALF_PLUS_TWO)
+    return server

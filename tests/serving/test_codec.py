@@ -13,8 +13,9 @@ import math
 import numpy as np
 import pytest
 from tensorflow.core.example import example_pb2
+from tensorflow_serving.apis import classification_pb2
 
-from serving import codec, errors
+from serving import codec, errors, prediction
 from serving.savedmodel import TensorSpec
 
 FLOATS = {"x": TensorSpec("DT_FLOAT", (-1, 2))}
@@ -124,9 +125,10 @@ def test_row_outputs_must_share_the_batch_size() -> None:
 
 
 def test_classify_examples_get_the_context_features() -> None:
-    serialized = codec.parse_classify(
+    request_input = codec.parse_classify(
         {"context": {"shared": [1, 2]}, "examples": [{"image": {"b64": "aGk="}, "w": 0.5}]}
     )
+    serialized = prediction.examples(request_input)  # what the model is fed
     example = example_pb2.Example.FromString(serialized[0])
     features = example.features.feature
     assert list(features["shared"].int64_list.value) == [1, 2]
@@ -149,8 +151,16 @@ def test_classify_feature_values_follow_tf_servings_rules() -> None:
 def test_classify_results_pair_labels_with_scores() -> None:
     classes = np.array([[b"a", b"b"]], dtype=object)
     scores = np.array([[0.25, 0.75]], dtype=np.float32)
-    assert codec.encode_classify(classes, scores) == {"results": [[["a", 0.25], ["b", 0.75]]]}
-    assert codec.encode_classify(None, scores) == {"results": [[["", 0.25], ["", 0.75]]]}
+    assert classify_json(classes, scores) == {"results": [[["a", 0.25], ["b", 0.75]]]}
+    assert classify_json(None, scores) == {"results": [[["", 0.25], ["", 0.75]]]}
+
+
+def classify_json(classes, scores) -> dict:
+    """Model outputs -> ClassificationResult (the shared implementation) -> REST JSON."""
+    outputs = {"classes": classes, "scores": scores}
+    result = classification_pb2.ClassificationResult()
+    prediction.classification_result({k: v for k, v in outputs.items() if v is not None}, 1, result)
+    return codec.classify_json(result)
 
 
 def test_error_messages_do_not_echo_huge_values() -> None:

@@ -92,6 +92,35 @@ def test_predict_matches_rest(predictions, rest, target: Target) -> None:
         np.testing.assert_allclose(got["probabilities"][row], want["probabilities"], atol=1e-6)
 
 
+def test_tf_serving_example_client_logic_prints_the_right_class(
+    predictions, rest, target: Target
+) -> None:
+    """TF Serving's example/resnet_client_grpc.py, its request and its reading of the answer:
+    `result.outputs[...].float_val`, then argmax. It needs the typed fields TF Serving fills
+    by default (an empty float_val made it fail with "argmax of an empty sequence")."""
+    data = image(seed=24)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = target.model
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([data]))
+    result = predictions.Predict(request, 10.0)  # 10 secs timeout, as the example
+    probabilities = result.outputs["probabilities"].float_val
+    predicted = int(np.argmax(probabilities))
+    expected = rest.predict(instances=[b64(data)])["predictions"][0]
+    assert predicted == expected["class_index"]
+    np.testing.assert_allclose(list(probabilities), expected["probabilities"], atol=1e-6)
+    # The other outputs in their typed fields, as Tensor::AsProtoField writes them.
+    assert list(result.outputs["class_index"].int64_val) == [expected["class_index"]]
+    assert [v.decode() for v in result.outputs["class_name"].string_val] == [expected["class_name"]]
+    for name, dims in (("probabilities", [1, 2]), ("class_index", [1]), ("class_name", [1])):
+        tensor = result.outputs[name]
+        assert tensor.tensor_content == b""
+        assert [d.size for d in tensor.tensor_shape.dim] == dims
+    assert result.outputs["probabilities"].dtype == tf.float32.as_datatype_enum
+    assert result.outputs["class_index"].dtype == tf.int64.as_datatype_enum
+    assert result.outputs["class_name"].dtype == tf.string.as_datatype_enum
+
+
 def test_predict_output_filter_version_and_label(predictions, target: Target) -> None:
     images = [image(seed=23)]
     request = predict_request(target.model, images, signature_name="serving_default")

@@ -87,3 +87,35 @@ def test_replay_refuses_what_tf_serving_refuses(serving_export_v1: str, tmp_path
     garbage = copy_with_warmup(serving_export_v1, tmp_path / "garbage", [b"\xff\x00 not a proto"])
     with pytest.raises(errors.ServingError, match="Failed to parse warmup record"):
         warmup.replay(Servable("m", 1, garbage))
+
+
+def test_multi_inference_records_are_replayed(tmp_path) -> None:
+    """saved_model_warmup.cc replays multi_inference_log records too: each task's signature
+    runs on the record's examples; a task no signature can answer fails the load."""
+    from tests.serving.helpers import export_half_plus_two
+
+    export_dir = export_half_plus_two(str(tmp_path / "half_plus_two"))
+    os.makedirs(os.path.join(export_dir, "assets.extra"))
+
+    def record(*tasks: tuple[str, str]) -> bytes:
+        entry = prediction_log_pb2.PredictionLog()
+        request = entry.multi_inference_log.request
+        example = request.input.example_list.examples.add()
+        example.features.feature["x"].float_list.value.append(2.0)
+        for signature, method in tasks:
+            task = request.tasks.add(method_name=method)
+            task.model_spec.signature_name = signature
+        return entry.SerializeToString()
+
+    good = record(
+        ("regress_x_to_y", "tensorflow/serving/regress"),
+        ("classify_x_to_y", "tensorflow/serving/classify"),
+    )
+    warmed = copy_with_warmup(export_dir, tmp_path / "good", [good, good])
+    assert warmup.replay(Servable("m", 1, warmed)) == 2
+    bad = copy_with_warmup(
+        export_dir, tmp_path / "bad", [record(("serving_default", "tensorflow/serving/predict"))]
+    )
+    with pytest.raises(errors.ServingError) as raised:
+        warmup.replay(Servable("m", 1, bad))
+    assert raised.value.code is errors.Code.UNIMPLEMENTED
