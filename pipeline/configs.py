@@ -90,6 +90,10 @@ class PipelineConfig:
     beat_majority_class: bool = True  # eval accuracy must exceed the majority-class rate
     accuracy_max_drop: float = 0.01  # refused only if worse than the last blessed model by
     # more than this beyond noise (upper end of the paired 95% interval of the difference)
+    # Infra validation (components/infra_validator/): the candidate is loaded in a model
+    # server (TF Serving's binary if on PATH, else serving/) and queried before the push.
+    infra_validation: bool = True
+    infra_validation_timeout: int = 300  # seconds the server may take to load the candidate
     # Orchestration.
     schema: str = COMMITTED_SCHEMA  # a schema.pbtxt for ImportSchemaGen, or "infer" (SchemaGen)
     enable_cache: bool = True

@@ -7,6 +7,7 @@ ImageExampleGen (or ImportExampleGen over image TFRecords: EXAMPLES)
     -> Trainer (fits train, validates on validation)
     -> Evaluator (eval split only, + latest blessed; the Trainer's stored predictions)
     -> EvaluationReport (report + model card) -> Pusher (the card into assets.extra/)
+    InfraValidator (the candidate loaded and queried in a model server) -> Pusher
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from components.anomaly_gate.executor import check_mode
 from components.evaluation_report.component import EvaluationReport
 from components.image_example_gen import ingest
 from components.image_example_gen.component import ImageExampleGen
+from components.infra_validator import component as infra_validator
 from components.pusher.component import ImagePusher
 from models import ingest_report
 from models.metrics.eval_config import GateSettings, build_eval_config
@@ -229,11 +231,22 @@ def create_pipeline(
         model_name=config.model_name,
         eval_split=ingest.EVAL,
     )
+    # The candidate loaded in a model server process and sent Classify requests from the
+    # eval split; the Pusher pushes only what it blessed (INFRA_VALIDATION=false: skipped).
+    infra = None
+    if config.infra_validation:
+        infra = infra_validator.build(
+            model=trainer.outputs["model"],
+            examples=example_gen.outputs["examples"],
+            split=ingest.EVAL,
+            max_loading_seconds=config.infra_validation_timeout,
+        ).with_id("InfraValidator")  # the node id the run summary reads
     push = ImagePusher(
         # TFX's Pusher made atomic (a version appears whole or not at all); a model already
         # in the serving directory (an unchanged re-run blessed again) is not copied anew.
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=infra.outputs["blessing"] if infra else None,
         extra_assets=report.outputs["model_card"],  # into <version>/assets.extra/
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(
@@ -256,6 +269,7 @@ def create_pipeline(
             latest_blessed_model,
             evaluator,
             report,
+            *([infra] if infra else []),
             push,
         ],
         enable_cache=config.enable_cache,

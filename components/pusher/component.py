@@ -1,5 +1,6 @@
 """ImagePusher's spec: TFX's Pusher with an optional `extra_assets` input and the atomic
-executor (executor.py)."""
+executor (executor.py). It pushes only a model blessed by the Evaluator (`model_blessing`)
+and, when given, by the InfraValidator (`infra_blessing`): TFX's CheckBlessing reads both."""
 
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ class ImagePusher(pusher_component.Pusher):
         model_blessing: types.BaseChannel | None,
         push_destination: pusher_pb2.PushDestination,
         extra_assets: types.BaseChannel | None = None,
+        infra_blessing: types.BaseChannel | None = None,
     ):
         spec = ImagePusherSpec(
             model=model,
             model_blessing=model_blessing,
+            infra_blessing=infra_blessing,
             push_destination=push_destination,
             custom_config=json_utils.dumps(None),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel),
