@@ -32,7 +32,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import codec, config, errors
+from serving import codec, confine, config, errors, tensor_guard
 from serving.metrics import Metrics
 from serving.models import ModelRegistry
 from serving.runner import Runner
@@ -91,12 +91,13 @@ def predict_inputs(servable: Servable, request, max_instances: int | None = None
     for index, (key, spec) in enumerate(sorted(signature.inputs.items())):
         proto = request.inputs[key]
         want = tf.dtypes.as_dtype(types_pb2.DataType.Value(spec.dtype))
-        got = tf.dtypes.as_dtype(proto.dtype) if proto.dtype else None
+        got = _dtype_or_none(proto.dtype)
         if got != want:
             raise errors.invalid_argument(
                 f"Expects arg[{index}] to be {want.name} but "
                 f"{got.name if got else 'invalid'} is provided"
             )
+        tensor_guard.check_tensor(key, proto)  # before make_ndarray fills a huge shape
         try:
             inputs[key] = tf.make_ndarray(proto)
         except Exception as exc:
@@ -114,6 +115,15 @@ def predict_inputs(servable: Servable, request, max_instances: int | None = None
             raise errors.invalid_argument(f"duplicate output tensor alias: {alias}")
         seen.add(alias)
     return signature, inputs
+
+
+def _dtype_or_none(value: int):
+    """The DataType of a TensorProto, None for 0 and for numbers TF does not know (a
+    TypeError from as_dtype escaped as INTERNAL before)."""
+    try:
+        return tf.dtypes.as_dtype(value) if value else None
+    except TypeError:
+        return None
 
 
 def check_batch(size: int, max_instances: int | None) -> None:
@@ -288,6 +298,7 @@ class ModelService(_Service, model_service_pb2_grpc.ModelServiceServicer):
     async def _reload(self, request) -> model_management_pb2.ReloadConfigResponse:
         # model_service_impl.cc: only a model_config_list; a failure is the RPC's status.
         sources = config.model_sources(request.config)
+        confine.check_sources(sources, self.models.model_roots)  # a client names no other dir
         await asyncio.to_thread(self.models.reconfigure, sources)
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = 0

@@ -36,6 +36,7 @@ import grpc
 from tfx.components.infra_validator import error_types
 from tfx.components.infra_validator import executor as tfx_executor
 from tfx.components.infra_validator.model_server_runners import base_runner
+from tfx.utils import path_utils
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,12 @@ class Executor(tfx_executor.Executor):
                 "make_warmup would replace the model's own warm-up records "
                 "(assets.extra/tf_serving_warmup_requests); leave it off"
             )
-        self._validation_spec = validation_spec
-        super()._Do(model, examples, blessing, serving_spec, validation_spec, request_spec)
+        unreadable = _unreadable_model(model)
+        if unreadable:  # TFX's request builder would fail the component; refuse the model
+            self._failures.append(f"the model cannot be read as a SavedModel: {unreadable}")
+            tfx_executor._mark_not_blessed(blessing)
+        else:
+            super()._Do(model, examples, blessing, serving_spec, validation_spec, request_spec)
         blessing.set_string_custom_property(SERVER_KEY, self._server)
         if not blessing.get_int_custom_property("blessed") and self._failures:
             blessing.set_string_custom_property(FAILURE_KEY, self._failures[-1])
@@ -224,6 +229,19 @@ class Executor(tfx_executor.Executor):
             raise
         finally:
             runner.Stop()
+
+
+def _unreadable_model(model) -> str | None:
+    """Why the Trainer's SavedModel cannot be parsed (TFX's request builder reads its
+    signatures before any server starts), or None."""
+    from tensorflow.python.saved_model import loader_impl
+
+    path = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+    try:
+        loader_impl.SavedModelLoader(path).get_meta_graph_def_from_tags({"serve"})
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _load_error(client) -> str:

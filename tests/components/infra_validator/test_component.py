@@ -126,6 +126,8 @@ def test_a_good_model_is_infra_blessed_and_pushed(tmp_path, dataset, good_export
     # Before the Pusher, in the run's order.
     order = list(result["components"])
     assert order.index(summary.INFRA_VALIDATOR_NODE) < order.index("Pusher")
+    seconds = {node: c["seconds"] for node, c in result["components"].items()}
+    print(f"InfraValidator cost: {seconds}")
 
 
 def test_a_model_that_fails_its_queries_is_not_pushed(tmp_path, dataset):
@@ -152,14 +154,30 @@ def test_a_model_that_does_not_load_in_time_is_not_pushed(tmp_path, dataset, goo
 
 
 def test_a_model_that_fails_to_load_is_not_pushed(tmp_path, dataset, good_export):
+    """Variables missing: the graph parses (requests are built) but the server's load fails
+    and GetModelStatus reports the version END with its error, which the blessing keeps."""
+    broken = str(tmp_path / "no_variables_export")
+    shutil.copytree(good_export, broken, ignore=shutil.ignore_patterns("variables"))
+    result = _run(tmp_path / "run", broken, dataset)
+    assert result["state"] == "COMPLETE"
+    assert not result["pushed"]
+    failure = result["infra_validation"]["failure"]
+    assert failure.startswith("the model server failed to load the model: version "), failure
+
+
+def test_an_unreadable_saved_model_is_not_pushed(tmp_path, dataset, good_export):
+    """saved_model.pb corrupt: TFX's request builder cannot read the signatures; the
+    executor refuses the model (INFRA_NOT_BLESSED) rather than failing the run."""
     corrupt = str(tmp_path / "corrupt_export")
     shutil.copytree(good_export, corrupt)
     with open(os.path.join(corrupt, "saved_model.pb"), "wb") as f:
         f.write(b"\x08\x01this is not a SavedModel")
     result = _run(tmp_path / "run", corrupt, dataset)
+    assert result["state"] == "COMPLETE"
     assert not result["pushed"]
+    assert _marker(result["blessing"]) == {"INFRA_NOT_BLESSED"}
     failure = result["infra_validation"]["failure"]
-    assert failure.startswith("the model server failed to load the model: version "), failure
+    assert failure.startswith("the model cannot be read as a SavedModel: "), failure
 
 
 def test_make_warmup_is_refused(tmp_path, good_export):
