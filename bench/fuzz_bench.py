@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import grpc
 import httpx
@@ -50,7 +51,14 @@ RSS_LIMIT_MB = 200
 ALLOWED_HTTP_5XX = {501}  # UNIMPLEMENTED: TF Serving's own answer (e.g. no such API)
 BAD_GRPC_CODES = {"INTERNAL", "UNKNOWN", "DATA_LOSS", "UNAVAILABLE"}
 INPUT_KEYS = ("image_bytes", "examples", "inputs", "x", "")
-SIGNATURES = ("", "serving_default", "classify", "serving_tf_example", "nope", "__saved_model_init_op")
+SIGNATURES = (
+    "",
+    "serving_default",
+    "classify",
+    "serving_tf_example",
+    "nope",
+    "__saved_model_init_op",
+)
 VERBS = (":predict", ":classify", ":regress", "/metadata", "", ":PREDICT", ":explain", "/")
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")
 
@@ -98,8 +106,10 @@ json_leaf = st.one_of(
 )
 json_value = st.recursive(
     json_leaf,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.sampled_from(INPUT_KEYS) | st.text(max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(INPUT_KEYS) | st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=24,
 )
 request_document = st.fixed_dictionaries(
@@ -122,10 +132,10 @@ def rest_paths(model: str) -> st.SearchStrategy[str]:
         st.just(""),
         st.integers(min_value=-1, max_value=2**70).map(lambda v: f"/versions/{v}"),
         st.sampled_from(["/versions/", "/versions/x", "/labels/", "/labels/stable"]),
-        st.text(max_size=8).map(lambda label: f"/labels/{label}"),
+        st.text(max_size=8).map(lambda label: f"/labels/{quote(label, safe='%')}"),
     )
     return st.builds(
-        lambda n, s, v: f"/v1/models/{httpx.URL(path='/' + n).raw_path.decode()[1:]}{s}{v}",
+        lambda n, s, v: f"/v1/models/{quote(n, safe='%')}{s}{v}",
         name,
         selector,
         st.sampled_from(VERBS),

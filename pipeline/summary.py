@@ -301,7 +301,9 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
     if summary["pushed"]:
         lines.append(f"PUSHED MODEL: {summary['pushed_path']}")
     else:
-        lines.append(f"NOT PUSHED: {summary.get('not_pushed_reason') or not_pushed_reason(summary)}.")
+        lines.append(
+            f"NOT PUSHED: {summary.get('not_pushed_reason') or not_pushed_reason(summary)}."
+        )
     lines.append("=" * 78)
     return "\n".join(lines)
 

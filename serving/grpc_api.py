@@ -32,7 +32,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import codec, confine, config, errors, tensor_guard
+from serving import codec, config, confine, errors, grpc_parse, tensor_guard
 from serving.metrics import Metrics
 from serving.models import ModelRegistry
 from serving.runner import Runner
@@ -309,7 +309,7 @@ def create_server(
     models: ModelRegistry, runner: Runner, metrics: Metrics, max_instances: int | None
 ) -> grpc.aio.Server:
     """A grpc.aio server with both services; the caller adds a port and starts it."""
-    server = grpc.aio.server(options=OPTIONS)
+    server = grpc.aio.server(options=OPTIONS, interceptors=[grpc_parse.ParseErrorsAsInternal()])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(models, runner, metrics, max_instances), server
     )

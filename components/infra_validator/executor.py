@@ -166,9 +166,7 @@ def describe_failure(exc: BaseException, max_loading_seconds: float) -> str:
         )
     cause = exc.__cause__
     if isinstance(cause, grpc.RpcError):
-        return (
-            f"the model loaded but failed its queries: {cause.code().name}: {cause.details()}"
-        )
+        return f"the model loaded but failed its queries: {cause.code().name}: {cause.details()}"
     return str(exc)
 
 
@@ -256,4 +254,3 @@ def _load_error(client) -> str:
         if s.status.error_message
     ]
     return "; ".join(messages) or "state END"
-

@@ -23,8 +23,8 @@ from tests.serving.helpers import Target, image
 
 pytest_plugins = ["tests.serving.helpers"]
 
-REST_EXAMPLES = 150  # per strategy: 300 requests, ~15 s
-CODEC_EXAMPLES = 600
+REST_EXAMPLES = 100  # per strategy: 200 requests
+CODEC_EXAMPLES = 300
 SIGNATURE_INPUTS = (
     {"image_bytes": TensorSpec("DT_STRING", (-1,))},
     {"x": TensorSpec("DT_FLOAT", (-1, 3)), "n": TensorSpec("DT_INT64", (-1,))},

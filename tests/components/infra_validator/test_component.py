@@ -118,8 +118,9 @@ def test_a_good_model_is_infra_blessed_and_pushed(tmp_path, dataset, good_export
     assert result["pushed"], result
     assert os.listdir(result["serving_dir"]) == [os.path.basename(result["pushed_path"])]
     # The model's own warm-up records are pushed, not replaced by validation requests.
-    pushed_warmup = os.path.join(result["pushed_path"], "assets.extra", "tf_serving_warmup_requests")
-    original = os.path.join(good_export, "assets.extra", "tf_serving_warmup_requests")
+    warmup_file = os.path.join("assets.extra", "tf_serving_warmup_requests")
+    pushed_warmup = os.path.join(result["pushed_path"], warmup_file)
+    original = os.path.join(good_export, warmup_file)
     with open(pushed_warmup, "rb") as a, open(original, "rb") as b:
         assert a.read() == b.read()
     assert not result["blessing"].get_int_custom_property("has_model")
@@ -140,8 +141,9 @@ def test_a_model_that_fails_its_queries_is_not_pushed(tmp_path, dataset):
     failure = result["infra_validation"]["failure"]
     assert failure.startswith("the model loaded but failed its queries: INVALID_ARGUMENT"), failure
     assert "feature_that_is_missing" in failure
-    assert "failed infra validation" in result["reason"] and "feature_that_is_missing" in (
-        result["reason"]
+    assert (
+        "failed infra validation" in result["reason"]
+        and "feature_that_is_missing" in (result["reason"])
     )
 
 
