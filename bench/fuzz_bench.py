@@ -158,8 +158,8 @@ def mutate(data: bytes, operations: list[tuple[int, int, int]]) -> bytes:
     return bytes(out)
 
 
-edits = st.lists(
-    st.tuples(st.integers(0, 2), st.integers(0, 2**16), st.integers(0, 255)), min_size=1, max_size=6
+edits = st.lists(  # no edit at all sometimes: the valid request must keep answering 200
+    st.tuples(st.integers(0, 2), st.integers(0, 2**16), st.integers(0, 255)), max_size=6
 )
 
 

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, their Markdown tables in one file.
 
-Runs the serving benchmark, then the training benchmark, then (when BENCH_IMAGES names a
+Runs the serving benchmark, the front ends' fuzz run, then the training benchmark, then (when BENCH_IMAGES names a
 photo folder) the ingest benchmark and the whole-pipeline benchmark; each writes its own
 bench/results/<name>.json and .md, and their Markdown is concatenated into
 bench/results/README.md. About 20-30 minutes on 2 cores, plus 15-30 for the pipeline
@@ -15,10 +15,14 @@ import os
 import time
 from collections.abc import Sequence
 
-from bench import ingest_bench, pipeline_bench, serving_bench, training_bench
+from bench import fuzz_bench, ingest_bench, pipeline_bench, serving_bench, training_bench
 from bench.results import RESULTS
 
-BENCHES = (("serving", serving_bench.main), ("training", training_bench.main)) + (
+BENCHES = (
+    ("serving", serving_bench.main),
+    ("fuzz", fuzz_bench.main),
+    ("training", training_bench.main),
+) + (
     (("ingest", ingest_bench.main), ("pipeline", pipeline_bench.main))
     if os.environ.get(ingest_bench.IMAGES_ENV)
     else ()

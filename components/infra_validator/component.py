@@ -1,18 +1,22 @@
 """ImageInfraValidator's spec: TFX's InfraValidator with the local-process executor.
 
-The component is TFX's (same inputs, InfraBlessing output, ServingSpec / ValidationSpec /
-RequestSpec parameters) plus one parameter, `model_server`, choosing the server the executor
-starts (executor.py): `auto` (TF Serving's binary when the image has it, else the project's
-server), `tensorflow_model_server` or `project`. `build` makes the pipeline's instance:
-LOAD_AND_QUERY with Classify requests built from the eval split through the `classify`
-signature, the model's own warm-up records kept (make_warmup off).
+The component is TFX's (its InfraValidatorSpec: same inputs, InfraBlessing output,
+ServingSpec / ValidationSpec / RequestSpec parameters, and TFX's executor with the validation
+step replaced) plus one parameter, `model_server`, choosing the server the executor starts
+(executor.py): `auto` (TF Serving's binary when the image has it, else the project's server),
+`tensorflow_model_server` or `project`. The class derives from BaseComponent rather than from
+TFX's InfraValidator class: KubeflowV2DagRunner refuses any instance of that class
+(step_builder.py: "The component type ... is not supported", since TFX's runners need Docker
+or a KFP v1 pod), while this executor runs inside the task's own container like any other.
+`build` makes the pipeline's instance: LOAD_AND_QUERY with Classify requests built from the
+eval split through the `classify` signature, the model's own warm-up records kept
+(make_warmup off).
 """
 
 from __future__ import annotations
 
 from tfx import types
-from tfx.components.infra_validator import component as infra_validator_component
-from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.components.base import base_component, base_driver, executor_spec
 from tfx.proto import infra_validator_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
@@ -31,11 +35,12 @@ class ImageInfraValidatorSpec(standard_component_specs.InfraValidatorSpec):
     }
 
 
-class ImageInfraValidator(infra_validator_component.InfraValidator):
+class ImageInfraValidator(base_component.BaseComponent):
     """TFX's InfraValidator whose executor starts the model server as a local process."""
 
     SPEC_CLASS = ImageInfraValidatorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+    DRIVER_CLASS = base_driver.BaseDriver  # as TFX's InfraValidator
 
     def __init__(
         self,
@@ -55,7 +60,7 @@ class ImageInfraValidator(infra_validator_component.InfraValidator):
             request_spec=request_spec,
             model_server=model_server,
         )
-        base_component.BaseComponent.__init__(self, spec=spec)
+        super().__init__(spec=spec)
 
 
 def build(
