@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in one run, their Markdown tables in one file.
 
 Runs the serving benchmark, the front ends' fuzz run (fuzz_bench), then the training
-benchmark, then (when BENCH_IMAGES names a photo folder) the ingest benchmark and the whole-pipeline benchmark; each writes its own
+benchmark, then (when BENCH_IMAGES names a photo folder) the ingest benchmark and the
+whole-pipeline benchmark; each writes its own
 bench/results/<name>.json and .md, and their Markdown is concatenated into
 bench/results/README.md. About 20-30 minutes on 2 cores, plus 15-30 for the pipeline
 benchmark.
