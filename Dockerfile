@@ -7,8 +7,12 @@
 # The entrypoint is Beam's worker boot, so the same image is the Beam SDK worker image for
 # Dataflow (--sdk_container_image) and for Flink/Spark (--environment_config).
 FROM apache/beam_python3.10_sdk:2.59.0 AS beam
+# TF Serving's model server, for the InfraValidator (components/infra_validator/): on PATH,
+# its executor validates the candidate in tensorflow_model_server instead of serving/.
+FROM tensorflow/serving:2.16.1 AS tf_serving
 FROM python:3.10.13-slim
 COPY --from=beam /opt/apache/beam /opt/apache/beam
+COPY --from=tf_serving /usr/bin/tensorflow_model_server /usr/local/bin/tensorflow_model_server
 
 # The module files are packaged into a wheel and installed with pip at run time, and the
 # Trainer builds no native code: no compiler needed.

@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in one run, their Markdown tables in one file.
 
-Runs the serving benchmark, then the training benchmark, then (when BENCH_IMAGES names a
-photo folder) the ingest benchmark and the whole-pipeline benchmark; each writes its own
+Runs the serving benchmark, the front ends' fuzz run (fuzz_bench), then the training
+benchmark, then (when BENCH_IMAGES names a photo folder) the ingest benchmark and the
+whole-pipeline benchmark; each writes its own
 bench/results/<name>.json and .md, and their Markdown is concatenated into
 bench/results/README.md. About 20-30 minutes on 2 cores, plus 15-30 for the pipeline
 benchmark.
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 
 from bench import (
     deploy_bench,
+    fuzz_bench,
     ingest_bench,
     pipeline_bench,
     serving_bench,
@@ -25,7 +27,11 @@ from bench import (
 )
 from bench.results import RESULTS
 
-BENCHES = (("serving", serving_bench.main), ("training", training_bench.main)) + (
+BENCHES = (
+    ("serving", serving_bench.main),
+    ("fuzz", fuzz_bench.main),
+    ("training", training_bench.main),
+) + (
     (
         ("ingest", ingest_bench.main),
         ("pipeline", pipeline_bench.main),

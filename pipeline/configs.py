@@ -98,6 +98,10 @@ class PipelineConfig:
     tflite_max_drop: float = 0.01  # refused if less accurate by more than this beyond noise
     # Batch inference (make predict-folder): a pushed version dir; empty = latest blessed model
     model: str = ""
+    # Infra validation (components/infra_validator/): the candidate is loaded in a model
+    # server (TF Serving's binary if on PATH, else serving/) and queried before the push.
+    infra_validation: bool = True
+    infra_validation_timeout: int = 300  # seconds the server may take to load the candidate
     # Orchestration.
     schema: str = COMMITTED_SCHEMA  # a schema.pbtxt for ImportSchemaGen, or "infer" (SchemaGen)
     enable_cache: bool = True

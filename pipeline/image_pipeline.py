@@ -8,6 +8,7 @@ ImageExampleGen (or ImportExampleGen over image TFRecords: EXAMPLES)
     -> Evaluator (eval split only, + latest blessed; the Trainer's stored predictions)
     -> EvaluationReport (report + model card) -> Pusher (the card into assets.extra/)
     Trainer -> TFLiteEvaluator (TFLITE_EXPORT=true: the TFLite files vs the SavedModel) -> Pusher
+    InfraValidator (the candidate loaded and queried in a model server) -> Pusher
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from components.anomaly_gate.executor import check_mode
 from components.evaluation_report.component import EvaluationReport
 from components.image_example_gen import ingest
 from components.image_example_gen.component import ImageExampleGen
+from components.infra_validator import component as infra_validator
 from components.pusher.component import ImagePusher
 from components.tflite_evaluator.component import TFLiteEvaluator
 from models import ingest_report
@@ -244,11 +246,22 @@ def create_pipeline(
         if config.tflite_export
         else None
     )
+    # The candidate loaded in a model server process and sent Classify requests from the
+    # eval split; the Pusher pushes only what it blessed (INFRA_VALIDATION=false: skipped).
+    infra = None
+    if config.infra_validation:
+        infra = infra_validator.build(
+            model=trainer.outputs["model"],
+            examples=example_gen.outputs["examples"],
+            split=ingest.EVAL,
+            max_loading_seconds=config.infra_validation_timeout,
+        ).with_id("InfraValidator")  # the node id the run summary reads
     push = ImagePusher(
         # TFX's Pusher made atomic (a version appears whole or not at all); a model already
         # in the serving directory (an unchanged re-run blessed again) is not copied anew.
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=infra.outputs["blessing"] if infra else None,
         extra_assets=report.outputs["model_card"],  # into <version>/assets.extra/
         tflite_evaluation=tflite.outputs["evaluation"] if tflite else None,
         push_destination=pusher_pb2.PushDestination(
@@ -274,6 +287,7 @@ def create_pipeline(
             evaluator,
             report,
             *([tflite] if tflite else []),
+            *([infra] if infra else []),
             push,
         ],
         enable_cache=config.enable_cache,

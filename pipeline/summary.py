@@ -116,6 +116,24 @@ def evaluation_summary(components: dict) -> dict:
     return summary
 
 
+INFRA_VALIDATOR_NODE = "InfraValidator"  # the node id image_pipeline.py gives it
+
+
+def infra_validation_summary(components: dict) -> dict:
+    """The InfraValidator's verdict: blessed, by which model server, and why not
+    (components/infra_validator/executor.py records the reason on the blessing)."""
+    blessing = components.get(INFRA_VALIDATOR_NODE, {}).get("outputs", {}).get("InfraBlessing")
+    if not blessing:
+        return {}
+    return {
+        "infra_validation": {
+            "blessed": bool(_custom(blessing[0], "blessed")),
+            "model_server": _custom(blessing[0], "model_server"),
+            "failure": _custom(blessing[0], "failure"),
+        }
+    }
+
+
 def push_summary(components: dict) -> dict:
     """Whether the Pusher pushed, and where."""
     pushed = components.get("Pusher", {}).get("outputs", {}).get("PushedModel")
@@ -152,6 +170,19 @@ def _tflite_lines(tflite: dict) -> list[str]:
     if tflite.get("pushed_path"):
         lines.append(f"  pushed to {tflite['pushed_path']}")
     return lines
+
+
+def not_pushed_reason(summary: dict) -> str:
+    """Why the Pusher did not push: the InfraValidator's failure, else the Evaluator's gate."""
+    infra = summary.get("infra_validation") or {}
+    if infra and not infra["blessed"]:
+        return (
+            f"the model failed infra validation in {infra['model_server']}: "
+            f"{infra['failure'] or 'see the InfraValidator log'}"
+        )
+    if summary.get("blessed") is False:
+        return "the model did not pass the Evaluator's thresholds"
+    return "the Pusher did not run or did not push (see the component states above)"
 
 
 def training_summary(components: dict, config: PipelineConfig) -> dict:
@@ -196,6 +227,7 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
     summary.update(evaluation_summary(components))
+    summary.update(infra_validation_summary(components))
     report = (
         components.get("EvaluationReport", {}).get("outputs", {}).get(EvaluationReport.TYPE_NAME)
     )
@@ -204,6 +236,8 @@ def report_run(config: PipelineConfig, inputs: PreparedInputs, started_at: float
         summary["report"] = os.path.join(config.report_dir, "index.html")
     summary.update(push_summary(components))
     summary.update(tflite_summary(components, summary["pushed_path"]))
+    if not summary["pushed"]:
+        summary["not_pushed_reason"] = not_pushed_reason(summary)
     summary.update(training_summary(components, config))
     # `make run` can only exit 0 or 2 (make's code for any failed recipe): scripts read this.
     summary["exit_code"] = 0 if summary["pushed"] else EXIT_NOT_PUSHED
@@ -291,12 +325,20 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
         best = {k: v for k, v in tuner["best"].items() if k != "trial_id"}
         lines.append(f"tuner: {tuner['trials']} trials; best {best}")
     lines.append(f"blessed: {summary.get('blessed')}")
+    infra = summary.get("infra_validation")
+    if infra:
+        lines.append(
+            f"infra validation ({infra['model_server']}): "
+            + ("passed" if infra["blessed"] else f"FAILED: {infra['failure']}")
+        )
     if summary.get("report"):
         lines.append(f"evaluation report: {summary['report']}")
     if summary["pushed"]:
         lines.append(f"PUSHED MODEL: {summary['pushed_path']}")
     else:
-        lines.append("NOT PUSHED: the model did not pass the Evaluator's thresholds.")
+        lines.append(
+            f"NOT PUSHED: {summary.get('not_pushed_reason') or not_pushed_reason(summary)}."
+        )
     lines.append("=" * 78)
     return "\n".join(lines)
 

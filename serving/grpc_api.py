@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from serving import errors
+from serving import errors, grpc_parse
 from serving.metrics import Metrics
 from serving.prediction import Prediction
 
@@ -102,7 +102,7 @@ class ModelService(_Service, model_service_pb2_grpc.ModelServiceServicer):
 
 def create_server(implementation: Prediction, metrics: Metrics) -> grpc.aio.Server:
     """A grpc.aio server with both services; the caller adds a port and starts it."""
-    server = grpc.aio.server(options=OPTIONS)
+    server = grpc.aio.server(options=OPTIONS, interceptors=[grpc_parse.ParseErrorsAsInternal()])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(implementation, metrics), server
     )

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from serving import errors
+from serving import confine, errors
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,8 @@ class ModelRegistry:
         if num_versions < 1:
             raise ValueError("num_versions must be >= 1")
         self.base_path = os.path.abspath(base_path) if base_path else ""
+        # Where a network reload may point (confine.py); the server sets it for a config file.
+        self.model_roots = confine.roots_for(self.base_path, [s.base_path for s in sources or ()])
         self.sources: tuple[ModelSource, ...] | None = None
         self.allow_labels_for_unavailable = allow_labels_for_unavailable
         self._warmup = warmup

@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import codec, config, errors, tensors
+from serving import codec, config, confine, errors, tensor_guard, tensors
 from serving.models import ModelRegistry
 from serving.runner import Runner
 from serving.savedmodel import Servable, Signature
@@ -83,12 +83,13 @@ def predict_inputs(
     for index, (key, spec) in enumerate(sorted(signature.inputs.items())):
         proto = request.inputs[key]
         want = tf.dtypes.as_dtype(types_pb2.DataType.Value(spec.dtype))
-        got = tf.dtypes.as_dtype(proto.dtype) if proto.dtype else None
+        got = _dtype_or_none(proto.dtype)
         if got != want:
             raise errors.invalid_argument(
                 f"Expects arg[{index}] to be {want.name} but "
                 f"{got.name if got else 'invalid'} is provided"
             )
+        tensor_guard.check_tensor(key, proto)  # before the array is filled out to a huge shape
         try:
             inputs[key] = tensors.to_ndarray(proto)
         except Exception as exc:
@@ -110,6 +111,15 @@ def predict_inputs(
 
 def _shape_string(shape) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _dtype_or_none(value: int):
+    """The DataType of a TensorProto, None for 0 and for numbers TF does not know (a
+    TypeError from as_dtype escaped as INTERNAL before)."""
+    try:
+        return tf.dtypes.as_dtype(value) if value else None
+    except TypeError:
+        return None
 
 
 def _dtype_name(array: np.ndarray) -> str:
@@ -379,6 +389,7 @@ class Prediction:
     ) -> model_management_pb2.ReloadConfigResponse:
         """Only a model_config_list; a failure is the RPC's status."""
         sources = config.model_sources(request.config)
+        confine.check_sources(sources, self.models.model_roots)  # a client names no other dir
         await asyncio.to_thread(self.models.reconfigure, sources)
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = 0

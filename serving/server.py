@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import uvicorn
 from starlette.applications import Starlette
 
-from serving import app, batching, config, errors, metrics, models, runner
+from serving import app, batching, config, confine, errors, metrics, models, runner
 
 log = logging.getLogger("serving.server")
 
@@ -66,7 +66,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--monitoring_config_file",
         help="TF Serving's MonitoringConfig text file (Prometheus on/off and its path)",
     )
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default loopback: 127.0.0.1)"
+    )
     parser.add_argument("--port", type=int, default=8501, help="REST port (default 8501)")
     parser.add_argument(
         "--grpc-port", type=int, default=8500, help="gRPC port (default 8500; 0: no gRPC)"
@@ -257,6 +259,7 @@ def build_app(args: argparse.Namespace) -> Starlette:
     if args.model_config_file:
         config_watcher = ConfigWatcher(args.model_config_file, registry)
         config_watcher.load()  # loads the models; a bad file stops the server here
+        registry.model_roots = confine.roots_for("", [s.base_path for s in registry.sources])
     model_runner = _runner(args, server_metrics)
     limits = app.Limits(
         args.max_body_bytes,
@@ -331,11 +334,28 @@ def _statuses(registry: models.ModelRegistry, name: str) -> list[models.VersionS
         return []
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warning(host: str) -> str | None:
+    """The warning logged when the server listens beyond loopback (the default is 127.0.0.1)."""
+    if host in LOOPBACK_HOSTS or host.startswith("127."):
+        return None
+    return (
+        f"Listening on {host}, not loopback: any machine that reaches this host can query and "
+        "reload the models (no authentication, as TF Serving). Use --host 127.0.0.1 unless "
+        "this is intended."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    warning = exposure_warning(args.host)
+    if warning:
+        log.warning(warning)
     uvicorn.run(
         build_app(args),
         host=args.host,

@@ -1,5 +1,6 @@
 """ImagePusher's spec: TFX's Pusher with an optional `extra_assets` input and the atomic
-executor (executor.py)."""
+executor (executor.py). It pushes only a model blessed by the Evaluator (`model_blessing`)
+and, when given, by the InfraValidator (`infra_blessing`): TFX's CheckBlessing reads both."""
 
 from __future__ import annotations
 
@@ -42,11 +43,13 @@ class ImagePusher(pusher_component.Pusher):
         extra_assets: types.BaseChannel | None = None,
         tflite_evaluation: types.BaseChannel | None = None,
         keep_versions: int = 0,
+        infra_blessing: types.BaseChannel | None = None,
     ):
         """keep_versions: versions kept after a push (the newest); 0 keeps every one."""
         spec = ImagePusherSpec(
             model=model,
             model_blessing=model_blessing,
+            infra_blessing=infra_blessing,
             push_destination=push_destination,
             custom_config=json_utils.dumps({KEEP_VERSIONS_KEY: keep_versions}),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel),
