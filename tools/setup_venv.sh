@@ -9,7 +9,7 @@
 #      bootstrap venv under .uv/, or from uv's standalone installer when there is no python3.
 # Then `uv sync --frozen` from the lock, as before.
 #
-# DRY_RUN=1 prints the commands instead of running them (tests/tools/test_setup_venv.py).
+# SETUP_DRY_RUN=1 prints the commands instead of running them (tests/tools/test_setup_venv.py).
 set -euo pipefail
 
 UV_VERSION="${UV_VERSION:-0.13.9}"
@@ -18,7 +18,7 @@ MINOR="${VERSION%.*}"              # 3.10
 BOOT=".uv"                         # bootstrap venv (or standalone install) for uv itself
 
 run() {
-	if [ "${DRY_RUN:-}" = 1 ]; then echo "+ $*" >&2; else "$@"; fi
+	if [ "${SETUP_DRY_RUN:-}" = 1 ]; then echo "+ $*" >&2; else "$@"; fi
 }
 
 find_interpreter() {

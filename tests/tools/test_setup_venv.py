@@ -2,7 +2,7 @@
 interpreters on PATH: pyenv's pinned version first, then a python3.10, and with neither,
 uv's managed Python (uv from any python3, or uv's standalone installer without one).
 
-The commands are printed (DRY_RUN=1), not run: the managed-Python download needs the
+The commands are printed (SETUP_DRY_RUN=1), not run: the managed-Python download needs the
 internet, which the project's machines do not reach.
 """
 
@@ -41,7 +41,7 @@ def _setup(tmp_path, fakes: dict[str, str]) -> list[str]:
     result = subprocess.run(
         [shutil.which("bash"), SCRIPT],
         cwd=work,
-        env={"PATH": str(bin_dir), "DRY_RUN": "1", "HOME": str(tmp_path)},
+        env={"PATH": str(bin_dir), "SETUP_DRY_RUN": "1", "HOME": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=60,

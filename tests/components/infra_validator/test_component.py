@@ -68,7 +68,7 @@ def _run(root, export_dir: str, dataset, max_loading_seconds: int = 120) -> dict
     """InfraValidator + Pusher (Evaluator's blessing: blessed) over export_dir; returns the
     summary's view of the run, the blessing, and where the Pusher pushed."""
     root = str(root)
-    examples = harness.import_examples(dataset.tfrecord_dir)
+    examples = harness.import_examples(dataset.output_dir)
     model = harness.import_model(export_dir)
     model_blessing = harness.import_blessing(os.path.join(root, "blessing"), True, model_id=1)
     infra = infra_validator.build(
