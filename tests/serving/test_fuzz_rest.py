@@ -51,12 +51,12 @@ def test_codec_raises_only_serving_errors(document, specs, raw, operations):
     try:
         parsed = codec.parse_json(body)
         codec.signature_name(parsed)
-        codec.parse_predict(parsed, specs, max_instances=64)
+        codec.parse_predict(parsed, specs)  # the instance limit is prediction.check_batch's
         codec_tries["accepted"] += 1
     except errors.ServingError as exc:
         assert exc.code in (errors.Code.INVALID_ARGUMENT, errors.Code.NOT_FOUND), exc.message
     try:
-        codec.parse_classify(codec.parse_json(body), max_instances=64)
+        codec.parse_classify(codec.parse_json(body))
     except errors.ServingError as exc:
         assert exc.code is errors.Code.INVALID_ARGUMENT, exc.message
 
