@@ -42,6 +42,7 @@ COMPONENTS = {
     "Trainer",
     "latest_blessed_model_resolver",
     "Evaluator",
+    "InfraValidator",
     "EvaluationReport",
     "Pusher",
 }
