@@ -123,19 +123,22 @@ def export_untrained_model(
     image_size: int = 32,
     backbone: str = "mobilenet_v2",
     seed: int = 0,
+    backbone_weights: str = "random",
 ) -> str:
-    """A real export (the pipeline's own code) of an untrained model with random weights.
+    """A real export (the pipeline's own code) of a model whose head is untrained: the
+    backbone has random weights, or BACKBONE_WEIGHTS-style `backbone_weights` (imagenet:
+    a packaged pretrained backbone such as efficientnet_lite0).
 
     Small image size and a light backbone keep it to seconds; the SavedModel has the
     same signatures as the pipeline's pushed model.
     """
-    from models import backbones, export, model
+    from models import backbones, export, model, weights
 
     os.makedirs(export_dir, exist_ok=True)
     transform = transform_output(
         tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(export_dir))), image_size, backbone
     )
-    record = random_weights(backbone)
+    record = weights.resolve_weights(backbone_weights, backbones.get_backbone(backbone))
     network = model.build_model(
         model.build_backbone(backbone, image_size, record),
         model.build_head(backbones.get_backbone(backbone).feature_dim, len(class_names), 0.0, seed),
