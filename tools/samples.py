@@ -123,13 +123,17 @@ def export_untrained_model(
     image_size: int = 32,
     backbone: str = "mobilenet_v2",
     seed: int = 0,
+    tflite_dir: str | None = None,
+    tflite_train_files: tuple[str, ...] = (),
 ) -> str:
     """A real export (the pipeline's own code) of an untrained model with random weights.
 
     Small image size and a light backbone keep it to seconds; the SavedModel has the
-    same signatures as the pipeline's pushed model.
+    same signatures as the pipeline's pushed model. `tflite_dir`: also write the Trainer's
+    model.tflite and model_int8.tflite of the same network there (the int8 calibration
+    photos from `tflite_train_files`, patterns of train records).
     """
-    from models import backbones, export, model
+    from models import backbones, export, model, tflite_export
 
     os.makedirs(export_dir, exist_ok=True)
     transform = transform_output(
@@ -148,4 +152,8 @@ def export_untrained_model(
         {"backbone": backbone, "backbone_weights": record.as_dict(), "image_size": image_size},
         export_dir,
     )
+    if tflite_dir:
+        tflite_export.export_tflite_models(
+            network, backbone, image_size, class_names, tflite_train_files, tflite_dir
+        )
     return export_dir
