@@ -366,14 +366,23 @@ def build_report_data(
     return data, figures
 
 
+def file_size(size_bytes: int) -> str:
+    """A file's size as the report and the card print it (MB, or kB below 0.1 MB)."""
+    if size_bytes < 100_000:
+        return f"{size_bytes / 1e3:.1f} kB"
+    return f"{size_bytes / 1e6:.2f} MB"
+
+
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,  # every string (file and class names included) is escaped
         undefined=jinja2.StrictUndefined,  # a field the data lacks is an error, not ""
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.filters["file_size"] = file_size
+    return environment
 
 
 def render_html(data: dict, figures: dict[str, bytes]) -> str:

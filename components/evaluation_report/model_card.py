@@ -28,7 +28,12 @@ from model_card_toolkit.utils import graphics as mct_graphics
 from model_card_toolkit.utils import source as mct_source
 from model_card_toolkit.utils import tfx_util as mct_tfx_util
 
-from components.evaluation_report.build import MODEL_CARD_HTML, MODEL_CARD_JSON, wilson_interval
+from components.evaluation_report.build import (
+    MODEL_CARD_HTML,
+    MODEL_CARD_JSON,
+    file_size,
+    wilson_interval,
+)
 from components.evaluation_report.evaluation import Evaluation
 from models import features
 
@@ -99,8 +104,8 @@ def tflite_tradeoffs(report: dict) -> list[str]:
             else "REFUSED, not shipped: " + "; ".join(m["refused_because"])
         )
         lines.append(
-            f"TFLite {name}: {m['size_bytes'] / 1e6:.2f} MB (SavedModel "
-            f"{saved['size_bytes'] / 1e6:.2f} MB), {m['latency_ms']:.1f} ms per image on one "
+            f"TFLite {name}: {file_size(m['size_bytes'])} (SavedModel "
+            f"{file_size(saved['size_bytes'])}), {m['latency_ms']:.2f} ms per image on one "
             f"thread of the evaluating machine; accuracy {m['accuracy']:.4f} against the "
             f"SavedModel's {saved['accuracy']:.4f}, agreement {m['agreement']:.4f} on "
             f"{tflite['examples']} {tflite['eval_split']} photos. {verdict}."

@@ -159,6 +159,22 @@ def import_model(
     return import_artifact(node_id, standard_artifacts.Model, uri)
 
 
+def import_blessing(
+    uri: str, blessed: bool, model_id: int, node_id: str = "blessing"
+) -> tfx.dsl.Importer:
+    """A ModelBlessing as the Evaluator records one: `blessed` and the blessed model's id
+    (`current_model_id`, which the latest-blessed-model Resolver matches on)."""
+    os.makedirs(uri, exist_ok=True)
+    marker = "BLESSED" if blessed else "NOT_BLESSED"
+    open(os.path.join(uri, marker), "w").close()
+    return import_artifact(
+        node_id,
+        standard_artifacts.ModelBlessing,
+        uri,
+        custom_properties={"blessed": int(blessed), "current_model_id": int(model_id)},
+    )
+
+
 def constant_answer_tflite(path: str, image_size: int, num_classes: int, answer: int) -> None:
     """A TFLite model with the Trainer's input (uint8 [1, size, size, 3] pixels) and output
     (float32 probabilities) that gives class `answer` for every photo: a wrong model file

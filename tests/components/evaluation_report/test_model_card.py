@@ -105,7 +105,7 @@ def test_card_gives_the_tflite_gate_and_the_infra_verdict(run):
     assert infra in tradeoffs
     refused = tflite["models"][report_fixture.CORRUPTED_TFLITE]
     [line] = [t for t in tradeoffs if t.startswith(f"TFLite {report_fixture.CORRUPTED_TFLITE}:")]
-    assert f"{refused['size_bytes'] / 1e6:.2f} MB" in line and "agreement 0.0000" in line
+    assert build.file_size(refused["size_bytes"]) in line and "agreement 0.0000" in line
     assert line.endswith("REFUSED, not shipped: " + refused["refused_because"][0] + ".")
     [line] = [t for t in tradeoffs if t.startswith("TFLite model_int8.tflite:")]
     assert line.endswith("blessed: shipped beside the SavedModel when the model is pushed.")

@@ -123,14 +123,14 @@ def test_report_shows_the_tflite_gate_and_the_infra_verdict(run):
     with open(os.path.join(run.report_dir, build.INDEX_HTML)) as f:
         text = page_text(f.read())
     assert "Infra validation: PASSED passed: the model loaded in project" in text
-    size = f"{refused['size_bytes'] / 1e6:.2f} MB"
+    size = build.file_size(refused["size_bytes"])
     assert f"{report_fixture.CORRUPTED_TFLITE} {size} 0.5000 0.0000 +0.0000 " in text
     assert f"REFUSED: {reason}" in text
-    int8_size = f"{int8['size_bytes'] / 1e6:.2f} MB"
+    int8_size = build.file_size(int8["size_bytes"])
     assert (
         f"{tflite_export.INT8_MODEL} {int8_size} 0.5000 1.0000 +0.0000 [+0.0000, +0.0000]" in text
     )
-    assert f"{int8['latency_ms']:.1f} ms {int8['images_per_second']} blessed" in text
+    assert f"{int8['latency_ms']:.2f} ms {int8['images_per_second']} blessed" in text
 
 
 def test_a_failed_infra_validation_and_steps_not_run_are_said(run, tmp_path):
