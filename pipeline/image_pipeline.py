@@ -7,8 +7,10 @@ ImageExampleGen (or ImportExampleGen over image TFRecords: EXAMPLES)
     -> Trainer (fits train, validates on validation)
     -> Evaluator (eval split only, + latest blessed; the Trainer's stored predictions)
     -> EvaluationReport (report + model card) -> Pusher (the card into assets.extra/)
-    Trainer -> TFLiteEvaluator (TFLITE_EXPORT=true: the TFLite files vs the SavedModel) -> Pusher
-    InfraValidator (the candidate loaded and queried in a model server) -> Pusher
+    Trainer -> TFLiteEvaluator (TFLITE_EXPORT=true: the TFLite files vs the SavedModel)
+        -> EvaluationReport, Pusher
+    InfraValidator (the candidate loaded and queried in a model server)
+        -> EvaluationReport, Pusher
 """
 
 from __future__ import annotations
@@ -225,15 +227,6 @@ def create_pipeline(
             else {}
         ),
     )
-    report = EvaluationReport(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
-        evaluation=evaluator.outputs["evaluation"],
-        statistics=statistics_gen.outputs["statistics"],
-        anomalies=example_validator.outputs["anomalies"],
-        model_name=config.model_name,
-        eval_split=ingest.EVAL,
-    )
     # The TFLite files against the SavedModel on the eval split: the Pusher takes those passing.
     tflite = (
         TFLiteEvaluator(
@@ -256,6 +249,18 @@ def create_pipeline(
             split=ingest.EVAL,
             max_loading_seconds=config.infra_validation_timeout,
         ).with_id("InfraValidator")  # the node id the run summary reads
+    # The report and model card also show the TFLite gate and the infra verdict (when run).
+    report = EvaluationReport(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        evaluation=evaluator.outputs["evaluation"],
+        statistics=statistics_gen.outputs["statistics"],
+        anomalies=example_validator.outputs["anomalies"],
+        model_name=config.model_name,
+        eval_split=ingest.EVAL,
+        tflite_evaluation=tflite.outputs["evaluation"] if tflite else None,
+        infra_blessing=infra.outputs["blessing"] if infra else None,
+    )
     push = ImagePusher(
         # TFX's Pusher made atomic (a version appears whole or not at all); a model already
         # in the serving directory (an unchanged re-run blessed again) is not copied anew.

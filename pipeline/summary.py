@@ -23,6 +23,7 @@ from tfx.utils import path_utils
 from components.artifact_types import EvaluationReport, TFLiteEvaluation
 from components.evaluation_report import gate
 from components.evaluation_report.evaluation import BASELINE_MODEL, Evaluation
+from components.infra_validator import verdict as infra_verdict
 from components.pusher.executor import TFLITE_SUFFIX
 from components.tflite_evaluator.executor import blessed_files, read_evaluation
 from models import ingest_report, stored_predictions, training_metadata
@@ -121,17 +122,11 @@ INFRA_VALIDATOR_NODE = "InfraValidator"  # the node id image_pipeline.py gives i
 
 def infra_validation_summary(components: dict) -> dict:
     """The InfraValidator's verdict: blessed, by which model server, and why not
-    (components/infra_validator/executor.py records the reason on the blessing)."""
+    (components/infra_validator/verdict.py: the executor records it on the blessing)."""
     blessing = components.get(INFRA_VALIDATOR_NODE, {}).get("outputs", {}).get("InfraBlessing")
     if not blessing:
         return {}
-    return {
-        "infra_validation": {
-            "blessed": bool(_custom(blessing[0], "blessed")),
-            "model_server": _custom(blessing[0], "model_server"),
-            "failure": _custom(blessing[0], "failure"),
-        }
-    }
+    return {"infra_validation": infra_verdict.read(blessing[0])}
 
 
 def push_summary(components: dict) -> dict:

@@ -45,6 +45,11 @@ def rebuild(
         eval_split=properties["eval_split"].string_value or "eval",
         anomalies_uri=artifacts["anomalies"].uri if "anomalies" in artifacts else None,
         ingest_report=ingest_report.read_report(artifacts["examples"].uri) or {},
+        # Inputs of the report when TFLITE_EXPORT / INFRA_VALIDATION had those steps run.
+        tflite_evaluation_uri=(
+            artifacts["tflite_evaluation"].uri if "tflite_evaluation" in artifacts else None
+        ),
+        infra_blessing=artifacts.get("infra_blessing"),
     )
     staging = tempfile.mkdtemp(prefix=".report-", dir=os.path.dirname(os.path.abspath(output_dir)))
     try:

@@ -124,15 +124,19 @@ def export_untrained_model(
     backbone: str = "mobilenet_v2",
     seed: int = 0,
     backbone_weights: str = "random",
+    tflite_dir: str | None = None,
+    tflite_train_files: tuple[str, ...] = (),
 ) -> str:
     """A real export (the pipeline's own code) of a model whose head is untrained: the
     backbone has random weights, or BACKBONE_WEIGHTS-style `backbone_weights` (imagenet:
     a packaged pretrained backbone such as efficientnet_lite0).
 
     Small image size and a light backbone keep it to seconds; the SavedModel has the
-    same signatures as the pipeline's pushed model.
+    same signatures as the pipeline's pushed model. `tflite_dir`: also write the Trainer's
+    model.tflite and model_int8.tflite of the same network there (the int8 calibration
+    photos from `tflite_train_files`, patterns of train records).
     """
-    from models import backbones, export, model, weights
+    from models import backbones, export, model, tflite_export, weights
 
     os.makedirs(export_dir, exist_ok=True)
     transform = transform_output(
@@ -151,4 +155,8 @@ def export_untrained_model(
         {"backbone": backbone, "backbone_weights": record.as_dict(), "image_size": image_size},
         export_dir,
     )
+    if tflite_dir:
+        tflite_export.export_tflite_models(
+            network, backbone, image_size, class_names, tflite_train_files, tflite_dir
+        )
     return export_dir

@@ -6,7 +6,10 @@ validation result behind the blessing, and the candidate's most confident mistak
 a metric of the same pass: models/metrics/worst_errors.py), the candidate's training
 metadata (backbone, weights and their SHA-256, input size: a JSON file beside the
 SavedModel; the report loads and runs no model), the eval records (only to make
-thumbnails of those mistakes), ExampleValidator's anomalies and ingest's report. The same
+thumbnails of those mistakes), ExampleValidator's anomalies, ingest's report, the TFLite
+models' gate (TFLiteEvaluator's tflite_evaluation.json, through its reader) and the
+InfraValidator's verdict (its InfraBlessing, through its reader); those two are absent when
+their knob is off, and the report says so. The same
 function runs inside the pipeline (components/evaluation_report/component.py) and for any past
 run from ML Metadata (tools/report.py).
 """
@@ -21,12 +24,15 @@ import os
 
 import jinja2
 import tensorflow as tf
+from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.utils import path_utils
 
 from components.evaluation_report import gate, plots
 from components.evaluation_report.evaluation import BASELINE_MODEL, Evaluation
+from components.infra_validator import verdict as infra_verdict
+from components.tflite_evaluator.executor import read_evaluation as read_tflite_evaluation
 from models import features, training_metadata
 from models.metrics import worst_errors
 
@@ -37,6 +43,9 @@ MODEL_CARD_JSON = "model_card.json"
 THUMBNAIL_PX = 96
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 REPORT_TEMPLATE = "report.html.j2"
+# What the report and the card say when the pipeline had no such step (its knob was off).
+TFLITE_NOT_RUN = "not run (TFLITE_EXPORT=false)"
+INFRA_NOT_RUN = "not run (INFRA_VALIDATION=false)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +59,9 @@ class ReportInputs:
     eval_split: str
     anomalies_uri: str | None  # ExampleAnomalies
     ingest_report: dict  # ingest's report: counts per split and class, skipped files
+    tflite_evaluation_uri: str | None = None  # TFLiteEvaluation (None: TFLITE_EXPORT=false)
+    # InfraBlessing's ML Metadata artifact (None: INFRA_VALIDATION=false)
+    infra_blessing: metadata_store_pb2.Artifact | None = None
 
 
 def eval_records(examples_uri: str, split: str) -> list[bytes]:
@@ -234,6 +246,39 @@ def backbone_statement(weights: dict) -> str:
     return statement
 
 
+def tflite_section(evaluation_uri: str | None) -> dict:
+    """The TFLite gate as the report shows it: {ran: False, statement} when the pipeline had
+    no TFLiteEvaluator, else its evaluation (SavedModel figures, and per file accuracy,
+    agreement, paired difference, size, latency, images/s, blessed and why not)."""
+    if not evaluation_uri:
+        return {"ran": False, "statement": TFLITE_NOT_RUN}
+    evaluation = read_tflite_evaluation(evaluation_uri)
+    refused = [name for name, m in evaluation["models"].items() if not m["blessed"]]
+    if not evaluation["models"]:
+        statement = "no TFLite file in the model (the Trainer wrote none)"
+    elif refused:
+        statement = f"refused (not pushed): {', '.join(refused)}"
+    else:
+        statement = "every TFLite file passed its gate"
+    return {"ran": True, "statement": statement, **evaluation}
+
+
+def infra_section(blessing: metadata_store_pb2.Artifact | None) -> dict:
+    """The InfraValidator's verdict: {ran: False, statement} without one, else {ran,
+    statement, blessed, model_server, failure}."""
+    if blessing is None:
+        return {"ran": False, "statement": INFRA_NOT_RUN}
+    found = infra_verdict.read(blessing)
+    if found["blessed"]:
+        statement = f"passed: the model loaded in {found['model_server']} and answered its queries"
+    else:
+        statement = (
+            f"FAILED in {found['model_server']}: "
+            f"{found['failure'] or 'see the InfraValidator log'}; the model is not pushed"
+        )
+    return {"ran": True, "statement": statement, **found}
+
+
 def build_report_data(
     inputs: ReportInputs, evaluation: Evaluation | None = None
 ) -> tuple[dict, dict[str, bytes]]:
@@ -268,6 +313,8 @@ def build_report_data(
         "pipeline_run": inputs.pipeline_run,
         "class_names": class_names,
         "blessing": decision.as_dict(),
+        "infra_validation": infra_section(inputs.infra_blessing),
+        "tflite": tflite_section(inputs.tflite_evaluation_uri),
         "metrics": _metrics_table(evaluation),
         "confusion_matrix": {
             "rows": "true class",
@@ -303,6 +350,8 @@ def build_report_data(
             "model": inputs.model_uri,
             "examples": inputs.examples_uri,
             "anomalies": inputs.anomalies_uri,
+            "tflite_evaluation": inputs.tflite_evaluation_uri,
+            "infra_blessing": inputs.infra_blessing.uri if inputs.infra_blessing else None,
         },
     }
     figures = {
@@ -317,14 +366,23 @@ def build_report_data(
     return data, figures
 
 
+def file_size(size_bytes: int) -> str:
+    """A file's size as the report and the card print it (MB, or kB below 0.1 MB)."""
+    if size_bytes < 100_000:
+        return f"{size_bytes / 1e3:.1f} kB"
+    return f"{size_bytes / 1e6:.2f} MB"
+
+
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,  # every string (file and class names included) is escaped
         undefined=jinja2.StrictUndefined,  # a field the data lacks is an error, not ""
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.filters["file_size"] = file_size
+    return environment
 
 
 def render_html(data: dict, figures: dict[str, bytes]) -> str:

@@ -4,6 +4,11 @@ It writes the evaluation report (index.html, report.json) and the model card int
 `report` artifact, and the model card alone into its `model_card` artifact (type
 ExtraAssets), which the Pusher copies into the pushed version's `assets.extra/`. As a
 component it has lineage in ML Metadata and is cached like the rest of the pipeline.
+
+The TFLite evaluation and the InfraValidator's blessing are optional inputs: the pipeline
+passes them when TFLITE_EXPORT / INFRA_VALIDATION put those components in the run (the
+report then waits for them, as the Pusher does); without them the report and the card say
+"not run".
 """
 
 import os
@@ -15,7 +20,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
 from components.artifact_types import EvaluationReport as EvaluationReportArtifact
-from components.artifact_types import ExtraAssets
+from components.artifact_types import ExtraAssets, TFLiteEvaluation
 from components.evaluation_report import build, model_card
 from components.evaluation_report.evaluation import Evaluation
 from models import ingest_report
@@ -57,6 +62,8 @@ def EvaluationReport(  # noqa: N802 (a TFX component is named like a class)
     model_card: OutputArtifact[ExtraAssets],
     model_name: Parameter[str],
     eval_split: Parameter[str] = "eval",
+    tflite_evaluation: InputArtifact[TFLiteEvaluation] = None,
+    infra_blessing: InputArtifact[standard_artifacts.InfraBlessing] = None,
 ):
     """Ingest's report (counts, skipped files) is read from the Examples artifact."""
     inputs = build.ReportInputs(
@@ -68,5 +75,7 @@ def EvaluationReport(  # noqa: N802 (a TFX component is named like a class)
         eval_split=eval_split,
         anomalies_uri=anomalies.uri,
         ingest_report=ingest_report.read_report(examples.uri) or {},
+        tflite_evaluation_uri=tflite_evaluation.uri if tflite_evaluation else None,
+        infra_blessing=infra_blessing.mlmd_artifact if infra_blessing else None,
     )
     write_all(inputs, model_name, statistics.mlmd_artifact, report.uri, model_card.uri)

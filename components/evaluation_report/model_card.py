@@ -7,7 +7,9 @@ the two calls MCT's scaffold makes for a `TfmaSource` (tfx_util.annotate_eval_re
 graphics.annotate_eval_result_plots), given the EvalResult of the report's one reader of the
 Evaluator's output (evaluation.py), so the evaluation is not read again. We then fill what
 only this pipeline knows: the backbone, the weights' source and SHA-256, the data counts,
-the accuracy with its 95 % interval per class, and the considerations, RANDOM backbone
+the accuracy with its 95 % interval per class, the TFLite files' gate (accuracy, agreement
+with the SavedModel and their paired difference as performance metrics; size, latency and
+verdict as tradeoffs), the InfraValidator's verdict, and the considerations, RANDOM backbone
 weights first when they were used. Written as the toolkit's JSON (schema v0.0.2) and its
 rendered HTML (MCT's Jinja2 template, autoescaped: class names are shown as text).
 """
@@ -26,7 +28,12 @@ from model_card_toolkit.utils import graphics as mct_graphics
 from model_card_toolkit.utils import source as mct_source
 from model_card_toolkit.utils import tfx_util as mct_tfx_util
 
-from components.evaluation_report.build import MODEL_CARD_HTML, MODEL_CARD_JSON
+from components.evaluation_report.build import (
+    MODEL_CARD_HTML,
+    MODEL_CARD_JSON,
+    file_size,
+    wilson_interval,
+)
 from components.evaluation_report.evaluation import Evaluation
 from models import features
 
@@ -55,6 +62,11 @@ def considerations(report: dict) -> list[str]:
             "frozen backbone, not on pretrained ImageNet weights. It is not transfer "
             "learning; its accuracy says little about what a pretrained backbone would do."
         )
+    infra = report.get("infra_validation") or {}
+    if infra.get("ran") and not infra["blessed"]:
+        limitations.append(
+            f"FAILED INFRA VALIDATION, NOT PUSHED: {infra['statement']}. Do not serve this model."
+        )
     eval_counts = report["blessing"]["class_counts"]
     total = sum(eval_counts.values())
     accuracy = report.get("accuracy_wilson") or report["blessing"]["candidate"]
@@ -76,6 +88,67 @@ def considerations(report: dict) -> list[str]:
         "one of them, with no 'unknown' answer."
     )
     return limitations
+
+
+def tflite_tradeoffs(report: dict) -> list[str]:
+    """One line per TFLite file: size, latency, accuracy against the SavedModel's, verdict."""
+    tflite = report["tflite"]
+    if not tflite["ran"] or not tflite["models"]:
+        return [f"TFLite models: {tflite['statement']}."]
+    saved = tflite["saved_model"]
+    lines = []
+    for name, m in tflite["models"].items():
+        verdict = (
+            "blessed: shipped beside the SavedModel when the model is pushed"
+            if m["blessed"]
+            else "REFUSED, not shipped: " + "; ".join(m["refused_because"])
+        )
+        lines.append(
+            f"TFLite {name}: {file_size(m['size_bytes'])} (SavedModel "
+            f"{file_size(saved['size_bytes'])}), {m['latency_ms']:.2f} ms per image on one "
+            f"thread of the evaluating machine; accuracy {m['accuracy']:.4f} against the "
+            f"SavedModel's {saved['accuracy']:.4f}, agreement {m['agreement']:.4f} on "
+            f"{tflite['examples']} {tflite['eval_split']} photos. {verdict}."
+        )
+    return lines
+
+
+def tflite_metrics(report: dict) -> list[mct.PerformanceMetric]:
+    """Accuracy and agreement with the SavedModel (95 % Wilson intervals from the counts)
+    and the paired accuracy difference (its 95 % interval), sliced `<file>, <split> split`."""
+    tflite = report["tflite"]
+    if not tflite["ran"]:
+        return []
+    metrics = []
+    for name, m in tflite["models"].items():
+        where = f"{name}, {tflite['eval_split']} split"
+        count = tflite["examples"]
+        difference = m["difference"]
+        metrics += [
+            _metric("TFLite accuracy", wilson_interval(round(m["accuracy"] * count), count), where),
+            _metric(
+                "TFLite agreement with the SavedModel",
+                wilson_interval(round(m["agreement"] * count), count),
+                where,
+            ),
+            _metric(
+                "TFLite accuracy difference vs SavedModel (paired)",
+                {"value": difference["mean"], **difference},
+                where,
+            ),
+        ]
+    return metrics
+
+
+def _metric(name: str, interval: dict, slice_name: str) -> mct.PerformanceMetric:
+    return mct.PerformanceMetric(
+        type=name,
+        value=f"{interval['value']:.4f}",
+        slice=slice_name,
+        confidence_interval=mct.ConfidenceInterval(
+            lower_bound=f"{interval['lower']:.4f}", upper_bound=f"{interval['upper']:.4f}"
+        ),
+    )
 
 
 def build_model_card(
@@ -136,27 +209,16 @@ def build_model_card(
             )
         ]
         blessing = report["blessing"]
-
-        def metric(name: str, interval: dict, slice_name: str) -> mct.PerformanceMetric:
-            return mct.PerformanceMetric(
-                type=name,
-                value=f"{interval['value']:.4f}",
-                slice=slice_name,
-                confidence_interval=mct.ConfidenceInterval(
-                    lower_bound=f"{interval['lower']:.4f}", upper_bound=f"{interval['upper']:.4f}"
-                ),
-            )
-
         analysis = card.quantitative_analysis
         # Accuracy with its Wilson interval from the counts (stays in [0, 1]).
         accuracy = report.get("accuracy_wilson") or blessing["candidate"]
-        analysis.performance_metrics = [metric("accuracy", accuracy, "overall")] + [
-            metric("recall", interval, f"label_text={name}")
+        analysis.performance_metrics = [_metric("accuracy", accuracy, "overall")] + [
+            _metric("recall", interval, f"label_text={name}")
             for name, interval in blessing["class_recall"].items()
         ]
         if blessing["difference"]:
             analysis.performance_metrics.append(
-                metric(
+                _metric(
                     "accuracy difference vs last blessed model", blessing["difference"], "overall"
                 )
             )
@@ -169,8 +231,14 @@ def build_model_card(
                 "low-confidence answers; see the evaluation report before relying on it."
             )
         ]
+        analysis.performance_metrics += tflite_metrics(report)
         card.considerations.tradeoffs = [
-            mct.Tradeoff(description=f"Blessing: {blessing['decided_by']}")
+            mct.Tradeoff(description=text)
+            for text in [
+                f"Blessing: {blessing['decided_by']}",
+                f"Infra validation: {report['infra_validation']['statement']}.",
+                *tflite_tradeoffs(report),
+            ]
         ]
         toolkit.update_model_card(card)
         toolkit.export_format(output_file=MODEL_CARD_HTML)

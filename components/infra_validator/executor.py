@@ -18,8 +18,8 @@ warm-up fails is not blessed either. TFX's `make_warmup` would write a copy of t
 the validation requests as its warm-up file instead; this executor refuses it (the Pusher
 pushes the Trainer's model, with the project's records).
 
-Why a model was refused is recorded on the blessing (custom property `failure`), where the run
-summary reads it: TFX itself only logs it.
+Why a model was refused is recorded on the blessing (custom property `failure`, verdict.py),
+where the run summary and the evaluation report read it: TFX itself only logs it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from tfx.components.infra_validator import executor as tfx_executor
 from tfx.components.infra_validator.model_server_runners import base_runner
 from tfx.utils import path_utils
 
+from components.infra_validator import verdict
+
 log = logging.getLogger(__name__)
 
 MODEL_SERVER_KEY = "model_server"  # exec property: auto | tensorflow_model_server | project
@@ -45,8 +47,6 @@ AUTO = "auto"
 TF_SERVING = "tensorflow_model_server"  # TF Serving's binary, as its images install it
 PROJECT = "project"
 MODEL_SERVERS = (AUTO, TF_SERVING, PROJECT)
-FAILURE_KEY = "failure"  # custom property of a not-blessed InfraBlessing: why
-SERVER_KEY = "model_server"  # custom property: which server validated
 LOG_FILE = "model_server.log"  # in the executor's temporary folder; its tail goes into the log
 _LOG_TAIL_CHARS = 4000
 
@@ -190,9 +190,7 @@ class Executor(tfx_executor.Executor):
             tfx_executor._mark_not_blessed(blessing)
         else:
             super()._Do(model, examples, blessing, serving_spec, validation_spec, request_spec)
-        blessing.set_string_custom_property(SERVER_KEY, self._server)
-        if not blessing.get_int_custom_property("blessed") and self._failures:
-            blessing.set_string_custom_property(FAILURE_KEY, self._failures[-1])
+        verdict.record(blessing, self._server, self._failures[-1] if self._failures else None)
 
     def _ValidateOnce(self, model_path, serving_binary, serving_spec, validation_spec, requests):  # noqa: N802
         """TFX's _ValidateOnce with a LocalProcessRunner instead of Docker or Kubernetes."""

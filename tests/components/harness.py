@@ -22,6 +22,7 @@ import os
 import shutil
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx import v1 as tfx
@@ -30,7 +31,7 @@ from tfx.orchestration import metadata
 from tfx.types import artifact_utils, channel_utils, standard_artifacts
 
 from components.image_example_gen import ingest
-from models import ingest_report
+from models import ingest_report, tflite_export
 from pipeline.configs import COMMITTED_SCHEMA, DEFAULT_BEAM_PIPELINE_ARGS
 from tools import ingest as folder_ingest
 from tools import samples
@@ -143,13 +144,18 @@ def import_transform_graph(transform_dir: str, node_id: str = "transform_graph")
     return import_artifact(node_id, standard_artifacts.TransformGraph, transform_dir)
 
 
-def import_model(serving_model_dir: str, node_id: str = "model") -> tfx.dsl.Importer:
+def import_model(
+    serving_model_dir: str, node_id: str = "model", tflite_dir: str | None = None
+) -> tfx.dsl.Importer:
     """A Model artifact around an exported SavedModel, in the Trainer's layout
-    (`<uri>/Format-Serving/`), which is where the Pusher and Evaluator look."""
+    (`<uri>/Format-Serving/`), which is where the Pusher and Evaluator look; `tflite_dir`:
+    TFLite files to put where the Trainer puts them (`<uri>/Format-TFLite/`)."""
     uri = os.path.join(os.path.dirname(os.path.abspath(serving_model_dir)), f"{node_id}_artifact")
     target = os.path.join(uri, "Format-Serving")
     if not os.path.isdir(target):
         shutil.copytree(serving_model_dir, target)
+    if tflite_dir and not os.path.isdir(tflite_export.tflite_dir(uri)):
+        shutil.copytree(tflite_dir, tflite_export.tflite_dir(uri))
     return import_artifact(node_id, standard_artifacts.Model, uri)
 
 
@@ -167,6 +173,26 @@ def import_blessing(
         uri,
         custom_properties={"blessed": int(blessed), "current_model_id": int(model_id)},
     )
+
+
+def constant_answer_tflite(path: str, image_size: int, num_classes: int, answer: int) -> None:
+    """A TFLite model with the Trainer's input (uint8 [1, size, size, 3] pixels) and output
+    (float32 probabilities) that gives class `answer` for every photo: a wrong model file
+    for the TFLite gate to refuse."""
+    import tensorflow as tf
+
+    logits = tf.constant(np.eye(num_classes, dtype=np.float32)[answer] * 10.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, image_size, image_size, 3], tf.uint8)])
+    def probabilities(pixels):
+        brightness = tf.reduce_mean(tf.cast(pixels, tf.float32), axis=[1, 2, 3], keepdims=True)
+        return tf.nn.softmax(logits[tf.newaxis] + 0.0 * brightness[:, :, 0, 0], axis=-1)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [probabilities.get_concrete_function()], probabilities
+    )
+    with open(path, "wb") as f:
+        f.write(converter.convert())
 
 
 # --- Running ------------------------------------------------------------------------

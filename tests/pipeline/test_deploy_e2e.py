@@ -103,6 +103,15 @@ def test_run_writes_gates_and_pushes_both_tflite_models(trained):
         "model_int8.tflite",
         "tflite_evaluation.json",  # the numbers that blessed them
     ]
+    # The run's evaluation report shows the same verdicts, one row per file.
+    with open(os.path.join(trained["config"].report_dir, "report.json")) as f:
+        report = json.load(f)
+    assert report["tflite"]["models"] == tflite["models"]
+    with open(os.path.join(trained["config"].report_dir, "index.html")) as f:
+        page = f.read()
+    for name in tflite["models"]:
+        assert f"<tr><td><code>{name}</code></td>" in page
+    assert page.count('<td class="ok">blessed</td>') == 2
     # Not inside the SavedModel folder TF Serving loads; no temporary left.
     assert not any(n.endswith(".tflite") for _, _, names in os.walk(version_dir) for n in names)
     assert not [n for n in os.listdir(os.path.dirname(version_dir)) if n.startswith(".push-")]

@@ -174,6 +174,10 @@ def test_first_run_executes_every_component_and_pushes(workspace, first_run):
     with open(os.path.join(config.output, "report", "report.json")) as f:
         report = json.load(f)
     assert report["blessing"] == run["gate"]
+    # The InfraValidator's verdict, and the TFLite gate's absence (TFLITE_EXPORT=false).
+    assert report["infra_validation"]["blessed"] is True
+    assert report["infra_validation"]["model_server"] == run["infra_validation"]["model_server"]
+    assert report["tflite"] == {"ran": False, "statement": "not run (TFLITE_EXPORT=false)"}
     assert os.path.isfile(os.path.join(config.output, "report", "index.html"))
     # The model card travels inside the pushed version (TF Serving ignores assets.extra/).
     card = os.path.join(run["pushed_path"], "assets.extra", "model_card.json")

@@ -2,10 +2,14 @@
 
 Real components under LocalDagRunner on the project's own ingest output (24 eval images
 at 32 px): StatisticsGen, ExampleValidator, the Evaluator as the pipeline configures it,
-EvaluationReport and the ImagePusher (the card into assets.extra/). The model is the
-project's own export of a MobileNetV2 with random weights (so the report and card must
-say RANDOM). Built once per test session into a fixed folder and reused by every test
-module that asks for it.
+the TFLiteEvaluator, the InfraValidator (the project's model server), EvaluationReport and
+the ImagePusher (the card into assets.extra/). The model is the project's own export of a
+MobileNetV2 with random weights (so the report and card must say RANDOM), with the
+Trainer's two TFLite files of the same network, except that model.tflite is replaced by one
+that answers the other class (CORRUPTED_TFLITE), so the TFLite gate refuses it and the
+report must say why.
+Built once per test session into a fixed folder and reused by every test module that asks
+for it.
 
 Names that are markup (issue 25, item 7): one class folder is `<b>x`; one eval photo of
 the other class, and a broken file in `<b>x`'s train folder (skipped, so listed in the
@@ -26,9 +30,13 @@ from tfx.orchestration import metadata
 from components.evaluation_report import build
 from components.evaluation_report.component import EvaluationReport
 from components.image_example_gen import ingest
+from components.infra_validator import component as infra_validator
+from components.infra_validator import executor as infra_executor
 from components.pusher import component as pusher
-from models import ingest_report
+from components.tflite_evaluator.component import TFLiteEvaluator
+from models import ingest_report, tflite_export
 from models.metrics import eval_config
+from pipeline import summary
 from pipeline.metadata import latest_run
 from tests.components import harness
 from tools import ingest as folder_ingest
@@ -40,6 +48,7 @@ CLASSES = {"hot_dog": (220, 60, 40), MARKUP_CLASS: (40, 90, 220)}
 TRAIN_PER_CLASS = 10
 EVAL_PER_CLASS = 12
 MODEL_NAME = "report_test_model"
+CORRUPTED_TFLITE = tflite_export.FLOAT_MODEL  # refused by the TFLite gate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +71,23 @@ def evaluated_run(root: str) -> EvaluatedRun:
             return EvaluatedRun(**json.load(f))
     os.makedirs(root, exist_ok=True)
     ingested = _ingest_images_with_markup_names(root)
+    tflite_dir = os.path.join(root, "tflite")
     model_dir = samples.export_untrained_model(
-        os.path.join(root, "export"), tuple(ingested.class_names), image_size=32, seed=3
+        os.path.join(root, "export"),
+        tuple(ingested.class_names),
+        image_size=32,
+        seed=3,
+        tflite_dir=tflite_dir,
+        tflite_train_files=(os.path.join(ingested.output_dir, ingest.TRAIN, "*"),),
+    )
+    # The random model answers a tie (0.5, 0.5) for every photo, argmax `<b>x` (its
+    # features are all zero: no weight can be corrupted to change that); this file in
+    # model.tflite's place answers hot_dog instead: agreement 0, refused.
+    harness.constant_answer_tflite(
+        os.path.join(tflite_dir, CORRUPTED_TFLITE),
+        32,
+        len(ingested.class_names),
+        ingested.class_names.index("hot_dog"),
     )
     # ImageExampleGen keeps ingest's report in its Examples artifact; so does this one.
     examples = harness.import_examples(ingested.output_dir)
@@ -73,7 +97,7 @@ def evaluated_run(root: str) -> EvaluatedRun:
         statistics=statistics_gen.outputs["statistics"],
         schema=schema.outputs[harness.IMPORT_KEY],
     )
-    model = harness.import_model(model_dir)
+    model = harness.import_model(model_dir, tflite_dir=tflite_dir)
     evaluator = tfx.components.Evaluator(
         examples=examples.outputs[harness.IMPORT_KEY],
         model=model.outputs[harness.IMPORT_KEY],
@@ -83,6 +107,18 @@ def evaluated_run(root: str) -> EvaluatedRun:
             eval_config.GateSettings(0.0, 0.0, 0.01, beat_majority_class=False),
         ),
     )
+    tflite = TFLiteEvaluator(
+        examples=examples.outputs[harness.IMPORT_KEY],
+        model=model.outputs[harness.IMPORT_KEY],
+        eval_split=ingest.EVAL,
+    )
+    infra = infra_validator.build(
+        model=model.outputs[harness.IMPORT_KEY],
+        examples=examples.outputs[harness.IMPORT_KEY],
+        split=ingest.EVAL,
+        max_loading_seconds=120,
+        model_server=infra_executor.PROJECT,
+    ).with_id(summary.INFRA_VALIDATOR_NODE)
     report = EvaluationReport(
         examples=examples.outputs[harness.IMPORT_KEY],
         model=model.outputs[harness.IMPORT_KEY],
@@ -90,12 +126,16 @@ def evaluated_run(root: str) -> EvaluatedRun:
         statistics=statistics_gen.outputs["statistics"],
         anomalies=validator.outputs["anomalies"],
         model_name=MODEL_NAME,
+        tflite_evaluation=tflite.outputs["evaluation"],
+        infra_blessing=infra.outputs["blessing"],
     )
     run = harness.LocalRun(os.path.join(root, "run"))
     push = pusher.ImagePusher(
         model=model.outputs[harness.IMPORT_KEY],
         model_blessing=evaluator.outputs["blessing"],
         extra_assets=report.outputs["model_card"],
+        infra_blessing=infra.outputs["blessing"],
+        tflite_evaluation=tflite.outputs["evaluation"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=os.path.join(root, "serving", MODEL_NAME)

@@ -103,7 +103,7 @@ def test_the_report_reads_and_writes_through_tf_io_gfile(run, tmp_path):
     _, artifacts = metadata.node_inputs(store, context, rebuild.REPORT_NODE)
     root = f"ram://report-{os.getpid()}"  # gone with the process
     uris = {}
-    for name in ("evaluation", "model", "examples", "anomalies"):
+    for name in ("evaluation", "model", "examples", "anomalies", "tflite_evaluation"):
         uris[name] = f"{root}/{name}"
         _copy_tree(artifacts[name].uri, uris[name])
     inputs = build.ReportInputs(
@@ -114,6 +114,8 @@ def test_the_report_reads_and_writes_through_tf_io_gfile(run, tmp_path):
         eval_split="eval",
         anomalies_uri=uris["anomalies"],
         ingest_report=ingest_report.read_report(uris["examples"]) or {},
+        tflite_evaluation_uri=uris["tflite_evaluation"],
+        infra_blessing=artifacts["infra_blessing"],
     )
     data = component.write_all(
         inputs,
@@ -124,7 +126,16 @@ def test_the_report_reads_and_writes_through_tf_io_gfile(run, tmp_path):
     )
     original = report_fixture.report_json(run)
     as_json = json.loads(json.dumps(data))  # tuples as lists, as in report.json
-    for key in ("blessing", "metrics", "confusion_matrix", "per_class", "worst_errors", "data"):
+    for key in (
+        "blessing",
+        "metrics",
+        "confusion_matrix",
+        "per_class",
+        "worst_errors",
+        "data",
+        "tflite",
+        "infra_validation",
+    ):
         assert as_json[key] == original[key], key
     assert sorted(tf.io.gfile.listdir(f"{root}/report")) == sorted(
         [build.INDEX_HTML, build.REPORT_JSON, build.MODEL_CARD_HTML, build.MODEL_CARD_JSON]

@@ -7,6 +7,7 @@ and StatisticsGen's ML Metadata artifacts, and rendered by its own HTML template
 
 from __future__ import annotations
 
+import html
 import json
 import os
 
@@ -74,6 +75,44 @@ def test_card_holds_details_data_metrics_and_considerations(run):
     limitations = [item["description"] for item in card["considerations"]["limitations"]]
     assert limitations[0].startswith("RANDOM BACKBONE WEIGHTS")
     assert limitations[1].startswith("Small eval set: 24 examples")
+
+
+def test_card_gives_the_tflite_gate_and_the_infra_verdict(run):
+    """The TFLite files' accuracy, agreement and paired difference as the card's metrics;
+    their sizes, latency and verdicts (model.tflite refused, with the reason) and the
+    InfraValidator's verdict as its tradeoffs; all on the rendered card."""
+    card = card_json(run)
+    tflite = report_fixture.report_json(run)["tflite"]
+    metrics = {
+        (m["type"], m["slice"]): m for m in card["quantitative_analysis"]["performance_metrics"]
+    }
+    for name, result in tflite["models"].items():
+        where = f"{name}, eval split"
+        accuracy = metrics[("TFLite accuracy", where)]
+        assert float(accuracy["value"]) == pytest.approx(result["accuracy"], abs=1e-4)
+        interval = accuracy["confidence_interval"]
+        assert (
+            float(interval["lower_bound"]) <= result["accuracy"] <= float(interval["upper_bound"])
+        )
+        agreement = metrics[("TFLite agreement with the SavedModel", where)]
+        assert float(agreement["value"]) == pytest.approx(result["agreement"], abs=1e-4)
+        difference = metrics[("TFLite accuracy difference vs SavedModel (paired)", where)]
+        assert float(difference["confidence_interval"]["upper_bound"]) == pytest.approx(
+            result["difference"]["upper"], abs=1e-4
+        )
+    tradeoffs = [t["description"] for t in card["considerations"]["tradeoffs"]]
+    infra = "Infra validation: passed: the model loaded in project and answered its queries."
+    assert infra in tradeoffs
+    refused = tflite["models"][report_fixture.CORRUPTED_TFLITE]
+    [line] = [t for t in tradeoffs if t.startswith(f"TFLite {report_fixture.CORRUPTED_TFLITE}:")]
+    assert build.file_size(refused["size_bytes"]) in line and "agreement 0.0000" in line
+    assert line.endswith("REFUSED, not shipped: " + refused["refused_because"][0] + ".")
+    [line] = [t for t in tradeoffs if t.startswith("TFLite model_int8.tflite:")]
+    assert line.endswith("blessed: shipped beside the SavedModel when the model is pushed.")
+    with open(os.path.join(run.card_dir, build.MODEL_CARD_HTML)) as f:
+        page = html.unescape(f.read())
+    assert infra in page and "REFUSED, not shipped: agrees with the SavedModel" in page
+    assert f"TFLite agreement with the SavedModel, {report_fixture.CORRUPTED_TFLITE}" in page
 
 
 def test_card_plots_only_the_features_a_reader_can_use(run):

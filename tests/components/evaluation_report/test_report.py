@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -22,10 +25,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import websocket
+from tfx.components.infra_validator import executor as tfx_infra_executor
+from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from components.evaluation_report import build
-from models import features
+from components.evaluation_report import build, model_card
+from components.infra_validator import verdict as infra_verdict
+from models import features, tflite_export
 from models.metrics import worst_errors
 from pipeline import metadata
 from tests.components.evaluation_report import report_fixture
@@ -64,6 +70,97 @@ def test_report_holds_every_section(run):
         assert base64.b64decode(error["thumbnail_jpeg_base64"])[:2] == b"\xff\xd8"
     confidences = [e["confidence"] for e in data["worst_errors"]]
     assert confidences == sorted(confidences, reverse=True)
+
+
+def page_text(markup: str) -> str:
+    """What index.html shows as text (tags dropped, entities decoded, spaces collapsed)."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
+
+
+def _report_inputs(run, **changes) -> build.ReportInputs:
+    """The inputs the run's EvaluationReport had (from ML Metadata), with `changes`."""
+    store = metadata.open_store(run.metadata_path)
+    context = store.get_context_by_type_and_name("pipeline_run", run.run_id)
+    _, artifacts = metadata.node_inputs(store, context, rebuild.REPORT_NODE)
+    inputs = build.ReportInputs(
+        pipeline_run=run.run_id,
+        evaluation_uri=artifacts["evaluation"].uri,
+        model_uri=artifacts["model"].uri,
+        examples_uri=artifacts["examples"].uri,
+        eval_split="eval",
+        anomalies_uri=artifacts["anomalies"].uri,
+        ingest_report={},
+        tflite_evaluation_uri=artifacts["tflite_evaluation"].uri,
+        infra_blessing=artifacts["infra_blessing"],
+    )
+    return dataclasses.replace(inputs, **changes)
+
+
+def test_report_shows_the_tflite_gate_and_the_infra_verdict(run):
+    """The TFLiteEvaluator's and the InfraValidator's verdicts of the run, as numbers in
+    report.json and as rows on the page: model.tflite (made to answer the other class) is
+    refused and the page says why; model_int8.tflite is blessed."""
+    data = report_fixture.report_json(run)
+    tflite = data["tflite"]
+    assert tflite["ran"] and set(tflite["models"]) == set(tflite_export.MODEL_FILES)
+    model_dir = tflite_export.tflite_dir(data["artifacts"]["model"])
+    for name, result in tflite["models"].items():
+        assert result["size_bytes"] == os.path.getsize(os.path.join(model_dir, name))
+    refused = tflite["models"][report_fixture.CORRUPTED_TFLITE]
+    assert refused["blessed"] is False and refused["agreement"] == 0.0
+    [reason] = refused["refused_because"]
+    assert "TFLITE_MIN_AGREEMENT=0.98" in reason
+    int8 = tflite["models"][tflite_export.INT8_MODEL]
+    assert int8["blessed"] is True and int8["agreement"] == 1.0
+    assert tflite["statement"] == f"refused (not pushed): {report_fixture.CORRUPTED_TFLITE}"
+    assert data["infra_validation"] == {
+        "ran": True,
+        "blessed": True,
+        "model_server": "project",
+        "failure": None,
+        "statement": "passed: the model loaded in project and answered its queries",
+    }
+    with open(os.path.join(run.report_dir, build.INDEX_HTML)) as f:
+        text = page_text(f.read())
+    assert "Infra validation: PASSED passed: the model loaded in project" in text
+    size = build.file_size(refused["size_bytes"])
+    assert f"{report_fixture.CORRUPTED_TFLITE} {size} 0.5000 0.0000 +0.0000 " in text
+    assert f"REFUSED: {reason}" in text
+    int8_size = build.file_size(int8["size_bytes"])
+    assert (
+        f"{tflite_export.INT8_MODEL} {int8_size} 0.5000 1.0000 +0.0000 [+0.0000, +0.0000]" in text
+    )
+    assert f"{int8['latency_ms']:.2f} ms {int8['images_per_second']} blessed" in text
+
+
+def test_a_failed_infra_validation_and_steps_not_run_are_said(run, tmp_path):
+    """A blessing refused by the InfraValidator (marked by TFX's executor function and
+    the project's verdict writer, as executor.py does) shows FAILED and the reason, in the
+    report and the card's limitations; without a TFLiteEvaluator or an InfraValidator (their
+    knobs off) the report and the card say "not run"."""
+    blessing = standard_artifacts.InfraBlessing()
+    blessing.uri = str(tmp_path / "blessing")
+    os.makedirs(blessing.uri)
+    tfx_infra_executor._mark_not_blessed(blessing)
+    failure = "the model was not loaded within max_loading_time_seconds=1 (took too long)"
+    infra_verdict.record(blessing, "project", failure)
+    data, figures = build.build_report_data(
+        _report_inputs(run, infra_blessing=blessing.mlmd_artifact, tflite_evaluation_uri=None)
+    )
+    text = page_text(build.render_html(data, figures))
+    assert f"Infra validation: FAILED FAILED in project: {failure}; the model is not pushed" in text
+    assert f"TFLite models {build.TFLITE_NOT_RUN}" in text
+    limitations = model_card.considerations(data)
+    assert any(t.startswith("FAILED INFRA VALIDATION") and failure in t for t in limitations)
+    assert model_card.tflite_tradeoffs(data) == [f"TFLite models: {build.TFLITE_NOT_RUN}."]
+
+    data, figures = build.build_report_data(
+        _report_inputs(run, infra_blessing=None, tflite_evaluation_uri=None)
+    )
+    text = page_text(build.render_html(data, figures))
+    assert f"Infra validation: NOT RUN {build.INFRA_NOT_RUN}" in text
+    assert f"TFLite models {build.TFLITE_NOT_RUN}" in text
+    assert not any("INFRA" in t for t in model_card.considerations(data))
 
 
 def test_confusion_matrix_matches_the_pushed_models_own_predictions(run):
@@ -166,6 +263,9 @@ def test_make_report_rebuilds_a_past_run_from_ml_metadata(run, tmp_path):
         rebuilt = json.load(f)
     assert rebuilt["confusion_matrix"] == original["confusion_matrix"]
     assert rebuilt["blessing"] == original["blessing"]
+    # The TFLite gate and the infra verdict come from the run's inputs in ML Metadata too.
+    assert rebuilt["tflite"] == original["tflite"] and rebuilt["tflite"]["ran"]
+    assert rebuilt["infra_validation"] == original["infra_validation"]
     with pytest.raises(rebuild.RunNotFound, match="no run 'nope'"):
         rebuild.rebuild(run.metadata_path, run.pipeline_name, "nope", str(output), "m")
 
@@ -310,6 +410,12 @@ def test_report_renders_in_chromium_without_errors(run, tmp_path):
     assert len(page["images"]) >= 5 + 1
     assert [i for i in page["images"] if not i["ok"]] == []
     assert screenshot.stat().st_size > 20_000
+    # The serving checks are on the page as a reader sees it (innerText: rendered, shown).
+    assert "Infra validation: PASSED" in page["text"]
+    rows = [r for r in page["text"].splitlines() if ".tflite" in r and "\t" in r]
+    assert [r.split("\t")[0] for r in rows] == list(tflite_export.MODEL_FILES), rows
+    assert rows[0].split("\t")[-1].startswith("REFUSED: agrees with the SavedModel on 0.0000")
+    assert rows[1].split("\t")[-1] == "blessed"
 
 
 def test_file_and_class_names_that_are_markup_are_shown_as_text(run, tmp_path):

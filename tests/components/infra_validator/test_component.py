@@ -23,6 +23,7 @@ from tfx.proto import infra_validator_pb2, pusher_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
+from components.evaluation_report import build
 from components.image_example_gen import ingest
 from components.infra_validator import component as infra_validator
 from components.infra_validator import executor as infra_executor
@@ -145,6 +146,9 @@ def test_a_model_that_fails_its_queries_is_not_pushed(tmp_path, dataset):
         "failed infra validation" in result["reason"]
         and "feature_that_is_missing" in (result["reason"])
     )
+    # The evaluation report's section, from the same blessing through the same reader.
+    section = build.infra_section(result["blessing"].mlmd_artifact)
+    assert section["statement"] == f"FAILED in project: {failure}; the model is not pushed"
 
 
 def test_a_model_that_does_not_load_in_time_is_not_pushed(tmp_path, dataset, good_export):
