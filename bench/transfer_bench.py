@@ -15,8 +15,18 @@ the same held-out photos (test/):
   run on the same photos by the gate's rule (refused when the upper end of the paired 95%
   interval of candidate - baseline accuracy is below -ACCURACY_MAX_DROP).
 The paired intervals here are normal approximations over per-photo differences (TFMA's
-gate uses its jackknife over the same pairs). TUNE, fine-tuning and augmentation need whole
-pipeline runs (they change the backbone pass) and are not measured here.
+gate uses its jackknife over the same pairs).
+
+Then whole `make run`s (python pipeline/local_runner.py, default gate, BACKBONE=
+efficientnet_lite0) on the same folder, whose eval split is test/, the same held-out photos:
+- a first run with the defaults, then on fresh copies of its OUTPUT (so its feature cache
+  and its blessed model are there, as for a user's re-run): TUNE=true, CLASS_WEIGHTS=true,
+  fine-tuning (FINE_TUNE_BLOCKS / FINE_TUNE_EPOCHS) and AUGMENTATION; each Trainer's model
+  predicts the held-out photos, compared with the seed recipe photo by photo;
+- the gate's noise through the real gate: --reruns head-only re-runs changing only SEED,
+  each on a fresh copy of the first run's OUTPUT (the baseline is always the first run's
+  model), with the Evaluator's verdict.
+--no-pipeline-runs skips this part (about 20-30 minutes on 2 cores).
 
     BENCH_IMAGES=/work/shared/data/food101-hotdog-64 python -m bench.transfer_bench
 Results: bench/results/transfer.json and transfer.md.
@@ -27,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -36,6 +47,22 @@ from bench.results import RESULTS, write_results  # noqa: E402
 
 DEFAULT_IMAGES = "/work/shared/data/food101-hotdog-64"
 BACKBONE = "efficientnet_lite0"
+WORK = os.path.join(os.path.dirname(RESULTS), "work", "transfer")
+# The whole-pipeline recipes beside the defaults, each a re-run on a copy of the first run's
+# OUTPUT: (row label, knobs).
+PIPELINE_RECIPES = (
+    ("TUNE=true", {"tune": "true"}),
+    ("CLASS_WEIGHTS=true", {"class_weights": "true"}),
+    ("FINE_TUNE_BLOCKS=2, FINE_TUNE_EPOCHS=3", {"fine_tune_blocks": "2", "fine_tune_epochs": "3"}),
+    ("AUGMENTATION=flip,rotation,zoom,contrast", {"augmentation": "flip,rotation,zoom,contrast"}),
+)
+# The pipeline's own defaults and gate: only the backbone (pretrained Lite0) is set, and the
+# TFLite files (their cost and gate are bench/deploy_bench.py's) are not written.
+PIPELINE_BASE_KNOBS = {
+    "BACKBONE": BACKBONE,
+    "BACKBONE_WEIGHTS": "imagenet",
+    "TFLITE_EXPORT": "false",
+}
 
 
 def _list(images_dir: str, split: str) -> tuple[list[str], list[int]]:
@@ -116,12 +143,93 @@ def _head(features, labels, *, seed: int, epochs: int, recipe: str, class_weight
     return head
 
 
+def _model_predictions(model_dir: str, paths: list[str], class_names: list[str]):
+    """Class indexes (in `class_names` order) a Trainer's serving model gives the photos."""
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+    index = {name: i for i, name in enumerate(class_names)}
+    predicted = []
+    for start in range(0, len(paths), 64):
+        encoded = []
+        for path in paths[start : start + 64]:
+            with open(path, "rb") as f:
+                encoded.append(f.read())
+        names = serve(image_bytes=tf.constant(encoded))["class_name"].numpy()
+        predicted += [index[n.decode()] for n in names]
+    return np.array(predicted)
+
+
+def _pipeline_runs(args, test_paths, y_test, class_names, seed_pred) -> dict:
+    """Whole pipeline runs: defaults, the recipes and the SEED re-runs (module docstring)."""
+    from bench.pipeline_bench import run_pipeline
+
+    shutil.rmtree(WORK, ignore_errors=True)
+    first_output = os.path.join(WORK, "first")
+    size = args.image_size
+
+    def measured(label: str, run: dict) -> dict:
+        if "failed" in run:
+            return {"label": label, "failed": run["failed"], "wall_seconds": run["wall_seconds"]}
+        pred = _model_predictions(run["trainer_model"], test_paths, class_names)
+        gate = run.get("gate") or {}
+        return {
+            "label": label,
+            "accuracy": round(float((pred == y_test).mean()), 4),
+            "minus_seed": _paired(pred, seed_pred, y_test),
+            "blessed": run.get("blessed"),
+            "decided_by": gate.get("decided_by"),
+            "difference_vs_baseline": gate.get("difference"),
+            "wall_seconds": round(run["wall_seconds"], 1),
+            "trainer_seconds": run["components"].get("Trainer"),
+            "pred": pred,
+        }
+
+    def rerun(name: str, label: str, **knobs) -> dict:
+        """A re-run on a fresh copy of the first run's OUTPUT, measured, then deleted."""
+        output = os.path.join(WORK, name)
+        shutil.copytree(first_output, output, symlinks=True)
+        try:
+            run = run_pipeline(
+                name, args.images, output, size, base_knobs=PIPELINE_BASE_KNOBS, **knobs
+            )
+            return measured(label, run)
+        finally:
+            shutil.rmtree(output, ignore_errors=True)
+
+    first = measured(
+        "defaults (first run)",
+        run_pipeline("first", args.images, first_output, size, base_knobs=PIPELINE_BASE_KNOBS),
+    )
+    rows = [first]
+    if "failed" in first:
+        return {"rows": rows, "gate_noise": []}
+    for i, (label, knobs) in enumerate(PIPELINE_RECIPES):
+        rows.append(rerun(f"recipe{i}", label, **knobs))
+    noise = []
+    for seed in range(1, args.reruns + 1):
+        row = rerun(f"seed{seed}", f"SEED={seed}", seed=str(seed))
+        if "pred" in row:
+            row["minus_first"] = _paired(row["pred"], first["pred"], y_test)
+        noise.append(row)
+    for row in rows + noise:
+        row.pop("pred", None)
+    return {"rows": rows, "gate_noise": noise}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", default=os.environ.get("BENCH_IMAGES", DEFAULT_IMAGES))
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--reruns", type=int, default=10)
     parser.add_argument("--speed-images", type=int, default=96)
+    parser.add_argument(
+        "--no-pipeline-runs",
+        dest="pipeline_runs",
+        action="store_false",
+        help="skip the whole-pipeline runs (recipes and the real gate's noise)",
+    )
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -238,13 +346,16 @@ def main(argv: list[str] | None = None) -> dict:
         "candidates": len(runs) - 1,
         "accuracy_max_drop": max_drop,
     }
+    if args.pipeline_runs:
+        class_names = sorted(os.listdir(os.path.join(args.images, "test")))
+        results["pipeline_runs"] = _pipeline_runs(args, test_paths, y_test, class_names, seed_pred)
     results["machine"] = {
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in load],
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "note": "shared by up to 8 sessions while measured: speeds are indicative, ratios "
-        "were measured side by side in one process",
+        "note": "a load average above the CPU count means other jobs shared the machine: "
+        "speeds are then indicative; ratios were measured side by side in one run",
     }
     results["wall_seconds"] = round(time.time() - started, 1)
     write_results(RESULTS, "transfer", results, _markdown(results))
@@ -261,7 +372,8 @@ def _markdown(r: dict) -> str:
         f"{r['weights']['package_version']} (sha256 {r['weights']['sha256'][:16]}...); photos "
         f"{r['images']} at {r['image_size']} px; {a['held_out_photos']} held-out photos (test/). "
         f"Machine: {r['machine']['cpus']} CPUs, load average "
-        f"{r['machine']['load_average_at_start']} at start (shared machine: speeds indicative).",
+        f"{r['machine']['load_average_at_start']} at start, "
+        f"{r['machine']['load_average_at_end']} at end ({r['machine']['note']}).",
         "",
         "| recipe | held-out accuracy |",
         "|---|---|",
@@ -305,8 +417,64 @@ def _markdown(r: dict) -> str:
                 f"[{run['lower']:+.4f}, {run['upper']:+.4f}] | "
                 f"{'yes' if run['refused'] else 'no'} |"
             )
+    if "pipeline_runs" in r:
+        lines += _pipeline_markdown(r["pipeline_runs"], a["seed_recipe"])
     lines += ["", f"Wall {r['wall_seconds']} s.", ""]
     return "\n".join(lines)
+
+
+def _interval(d: dict | None) -> str:
+    if not d:
+        return ""
+    if "difference" in d:
+        return f"{d['difference']:+.4f} [{d['lower']:+.4f}, {d['upper']:+.4f}]"
+    return f"{d['value']:+.4f} [{d['lower']:+.4f}, {d['upper']:+.4f}]"  # the gate's Interval
+
+
+def _pipeline_markdown(p: dict, seed_accuracy: float) -> list[str]:
+    lines = [
+        "",
+        "## Whole pipeline runs (`make run`, BACKBONE=efficientnet_lite0, default gate)",
+        "",
+        "Eval split = test/, the held-out photos above. Each recipe is a re-run on a fresh copy "
+        "of the first run's OUTPUT; accuracy is the Trainer's model on the held-out photos; "
+        f"seed recipe {seed_accuracy:.4f}. Match or beat: upper end of the paired 95% "
+        "interval of (run - seed recipe) >= 0.",
+        "",
+        "| run | held-out accuracy | run - seed recipe [paired 95%] | matches or beats | "
+        "gate | wall s | Trainer s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in p["rows"]:
+        if "failed" in row:
+            lines.append(f"| {row['label']} | FAILED (exit {row['failed']}) | | | | | |")
+            continue
+        d = row["minus_seed"]
+        lines.append(
+            f"| {row['label']} | {row['accuracy']:.4f} | {_interval(d)} | "
+            f"{'yes' if d['upper'] >= 0 else 'NO'} | {row['decided_by'] or ''} | "
+            f"{row['wall_seconds']:.0f} | {row['trainer_seconds'] or 0:.0f} |"
+        )
+    noise = p["gate_noise"]
+    refused = [r for r in noise if r.get("blessed") is False]
+    lines += [
+        "",
+        f"The real gate's noise: {len(refused)} of {len(noise)} head-only re-runs (only SEED "
+        "changed, each on a fresh copy of the first run's OUTPUT) refused by the Evaluator.",
+        "",
+        "| run | accuracy | candidate - first run [paired 95%] | gate's difference "
+        "[TFMA 95%] | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for row in noise:
+        if "failed" in row:
+            lines.append(f"| {row['label']} | FAILED (exit {row['failed']}) | | | |")
+            continue
+        lines.append(
+            f"| {row['label']} | {row['accuracy']:.4f} | {_interval(row.get('minus_first'))} | "
+            f"{_interval(row.get('difference_vs_baseline'))} | {row['decided_by'] or ''} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":
