@@ -10,7 +10,7 @@ One `make run` (TFLITE_EXPORT=true) on a real photo folder, then, side by side i
   step and of the whole command at 1 and 2 Beam workers (DirectRunner multi-processing).
 Results: bench/results/deploy.json and deploy.md.
 
-    BENCH_IMAGES=/path/to/photos [BACKBONE=efficientnet_lite0] [IMAGE_SIZE=224] \\
+    BENCH_IMAGES=/path/to/photos [BACKBONE=efficientnet_lite0 (default)] [IMAGE_SIZE=224] \\
         [BACKBONE_WEIGHTS=imagenet] python -m bench.deploy_bench
 
 BACKBONE, IMAGE_SIZE and BACKBONE_WEIGHTS come from the environment, so the int8 drop is
@@ -44,7 +44,7 @@ def _env(output: str, **knobs: str) -> dict:
         "OUTPUT": output,
         "TFLITE_EXPORT": "true",
         "PIPELINE_NAME": "deploy-bench",
-        "BACKBONE": os.environ.get("BACKBONE", "mobilenet_v2"),
+        "BACKBONE": os.environ.get("BACKBONE", "efficientnet_lite0"),
         "IMAGE_SIZE": os.environ.get("IMAGE_SIZE", "224"),
         "BACKBONE_WEIGHTS": os.environ.get("BACKBONE_WEIGHTS", "imagenet"),
         # The bench measures costs: the model is pushed (and batch inference has a blessed
@@ -155,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"{IMAGES_ENV}=<photo folder> is required")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     shutil.rmtree(WORK, ignore_errors=True)
+    load_at_start = os.getloadavg()
     output = os.path.join(WORK, "output")
     env = _env(output, IMAGES=images)
     train_seconds = _run([sys.executable, os.path.join(ROOT, "pipeline", "local_runner.py")], env)
@@ -202,7 +203,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     batches = [batch_inference(env, eval_folder, workers) for workers in (1, 2)]
     data = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared and loaded)",
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores; load average (1, 5, 15 min) at "
+            f"start {', '.join(f'{x:.1f}' for x in load_at_start)}, at end "
+            f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (above the core count: "
+            "other jobs shared the machine)"
+        ),
         "backbone": env["BACKBONE"],
         "backbone_weights": summary["backbone_weights"],
         "image_size": size,
