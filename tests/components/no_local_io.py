@@ -55,7 +55,7 @@ def stray_folders(root: str) -> list[str]:
         os.path.join(folder, name)
         for folder, names, _ in os.walk(root)
         for name in names
-        if name.rstrip(":") + ":" in _SCHEMES
+        if name in _SCHEMES
     ]
 
 

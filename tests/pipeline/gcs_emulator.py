@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import socket
 import ssl
@@ -88,6 +89,8 @@ class _RequestHandler(server.RequestHandler):
 def _mend_emulator() -> None:
     if getattr(server, "_tfx_image_mended", False):
         return
+    # One warning per download ("Content handled as string"): noise in the test's log.
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
     patched = {
         objects.xml_upload: _with_empty_body(objects.xml_upload),
         objects.insert: _with_empty_body(objects.insert),
