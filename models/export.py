@@ -97,7 +97,7 @@ def _mark_classify_signature(export_dir: str) -> None:
     for meta_graph in saved_model.meta_graphs:
         classify = meta_graph.signature_def[features.CLASSIFY_SIGNATURE]
         classify.method_name = tf.saved_model.CLASSIFY_METHOD_NAME
-    with open(path, "wb") as f:
+    with tf.io.gfile.GFile(path, "wb") as f:  # export_dir is in a bucket on Vertex
         f.write(saved_model.SerializeToString(deterministic=True))
 
 

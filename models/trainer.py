@@ -20,13 +20,14 @@ no part in training: this happens after it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -410,6 +411,19 @@ def _stored_predictions(
     )
 
 
+@contextlib.contextmanager
+def scratch_dir(parent: str) -> Iterator[str]:
+    """A fresh folder under parent, removed afterwards, through tf.io.gfile: the run dir
+    is in a bucket on Vertex (tempfile.TemporaryDirectory would os.mkdir "gs:/...")."""
+    path = os.path.join(parent, f".scratch-{uuid.uuid4().hex}")
+    tf.io.gfile.makedirs(path)
+    try:
+        yield path
+    finally:
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.rmtree(path)
+
+
 def run_fn(fn_args: FnArgs) -> None:
     run = RunConfig.read(fn_args)
     options = run.options
@@ -419,9 +433,8 @@ def run_fn(fn_args: FnArgs) -> None:
     head = model.build_head(
         run.spec.feature_dim, len(run.class_names), options.dropout, options.seed
     )
-    # Spill files are scratch: a temp dir under the run dir, removed after training.
-    tf.io.gfile.makedirs(fn_args.model_run_dir)
-    with tempfile.TemporaryDirectory(dir=fn_args.model_run_dir) as work_dir:
+    # Spill files are scratch: a folder under the run dir, removed after training.
+    with scratch_dir(fn_args.model_run_dir) as work_dir:
         source = _feature_source(fn_args, run, backbone, work_dir)
         # 1. Train: the frozen phase (on features), then the optional fine-tuning.
         train_dataset, eval_dataset, feature_dataset = _datasets(fn_args, run, tf_transform_output)

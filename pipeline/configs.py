@@ -42,7 +42,9 @@ class PipelineConfig:
     demo_images_per_class: int = 100  # size of the generated demo dataset
     # Names.
     pipeline_name: str = "image-transfer"
-    model_name: str = "image_classifier"  # serving name: OUTPUT/serving/<model_name>/<version>
+    model_name: str = "image_classifier"  # serving name: SERVING_DIR/<model_name>/<version>
+    # where the Pusher writes versions; empty: OUTPUT/serving; may be a bucket (gs://...)
+    serving_dir: str = ""
     keep_versions: int = 0  # serving versions the Pusher keeps (newest); 0 = all
     # Model and training.
     image_size: int = 224
@@ -155,7 +157,10 @@ class PipelineConfig:
 
     @property
     def serving_model_dir(self) -> str:
-        return os.path.join(self.output, "serving", self.model_name)
+        """<SERVING_DIR>/<MODEL_NAME>: the Pusher's base directory (TF Serving's model base
+        path); a bucket URL stays as it is."""
+        base = self.serving_dir or os.path.join(self.output, "serving")
+        return os.path.join(base if "://" in base else os.path.abspath(base), self.model_name)
 
     @property
     def report_dir(self) -> str:

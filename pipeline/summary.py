@@ -18,6 +18,7 @@ import tempfile
 import time
 
 from tfx.components.evaluator import constants as evaluator_constants
+from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
 from components.artifact_types import EvaluationReport, TFLiteEvaluation
@@ -338,14 +339,27 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
     return "\n".join(lines)
 
 
+def copy_to_local(source_dir: str, local_dir: str) -> None:
+    """Copy a folder of any file system (the report artifact, in a bucket on Vertex or with
+    a gs:// PIPELINE_ROOT) into local_dir, through TFX's fileio."""
+    source_dir = source_dir.rstrip("/")
+    for folder, _, names in fileio.walk(source_dir):
+        relative = folder.rstrip("/")[len(source_dir) :].lstrip("/")
+        target = os.path.join(local_dir, relative)
+        os.makedirs(target, exist_ok=True)
+        for name in names:
+            fileio.copy(f"{folder.rstrip('/')}/{name}", os.path.join(target, name), True)
+
+
 def publish(source_dir: str, output_dir: str) -> None:
-    """Make output_dir a copy of source_dir; a reader sees the old or the new report,
-    never a half-written one (copy beside it, then swap by renames)."""
+    """Make output_dir (local: the launching machine's) a copy of source_dir; a reader sees
+    the old or the new report, never a half-written one (copy beside it, then swap by
+    renames)."""
     output_dir = os.path.abspath(output_dir)
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
     fresh = tempfile.mkdtemp(prefix=".report-new-", dir=parent)
-    shutil.copytree(source_dir, fresh, dirs_exist_ok=True)
+    copy_to_local(source_dir, fresh)
     old = None
     if os.path.exists(output_dir):
         old = tempfile.mkdtemp(prefix=".report-old-", dir=parent)

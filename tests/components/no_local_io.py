@@ -35,11 +35,33 @@ def _hook(event: str, args: tuple) -> None:
         raise LocalIOOnURI(f"{event}{args!r}: a local file call on a URI")
 
 
-@contextlib.contextmanager
-def forbid_local_io() -> Iterator[None]:
+def _install() -> None:
     if not getattr(sys, "_tfx_image_no_local_io", False):
         sys.addaudithook(_hook)
         sys._tfx_image_no_local_io = True
+
+
+def arm_for_process() -> None:
+    """Armed for the rest of this process (a whole pipeline run: see
+    tests/pipeline/no_local_io_hook/sitecustomize.py)."""
+    _install()
+    _armed.append(True)
+
+
+def stray_folders(root: str) -> list[str]:
+    """Folders under root named like a scheme (`gs:`, `ram:`): what a local call on a URI
+    leaves behind (os.makedirs("gs://b/x") creates ./gs:/b/x)."""
+    return [
+        os.path.join(folder, name)
+        for folder, names, _ in os.walk(root)
+        for name in names
+        if name in _SCHEMES
+    ]
+
+
+@contextlib.contextmanager
+def forbid_local_io() -> Iterator[None]:
+    _install()
     _armed.append(True)
     try:
         yield
