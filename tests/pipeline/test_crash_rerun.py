@@ -4,7 +4,13 @@ One OUTPUT, one chain: run k is started with CRASH_AT naming stage k (models/cra
 and dies by SIGKILL there; run k+1 starts on the same OUTPUT and dies at the next stage, so
 each run is also the re-run of the previous kill; the last run has no CRASH_AT and must push.
 A separate, uninterrupted run on a fresh OUTPUT is the reference: the pushed weights must be
-bit-identical. The project's components kill themselves inside their work (records written
+bit-identical, and the pushed model must serve every eval photo the reference's answer and
+score its eval accuracy. Both runs train pretrained EfficientNet-Lite0 (its packaged
+ImageNet weights) on a small subset of the shared Food-101 photos at 64 px, hot dog against
+100 other dishes, where the head reaches about 0.74 and the pipeline's own gate must bless
+it: a resumed run that trained on the wrong features or evaluated another model shows in
+what it serves. (On a random backbone the head learns next to nothing, so "same model" said
+little.) The project's components kill themselves inside their work (records written
 but not published, the feature pass mid-file, the SavedModel written but not finished, the
 report written but not the model card, the version copied but not renamed into place); the
 standard TFX components are killed by the launcher hook in crash_hook/sitecustomize.py after
