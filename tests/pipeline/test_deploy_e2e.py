@@ -37,6 +37,7 @@ PYTHON = sys.executable
 IMAGE_SIZE = 64  # the photos' own size
 TRAIN_PER_CLASS = 40  # 32 train + 8 validation by content hash
 EVAL_PER_CLASS = 40  # test/ is the eval split the TFLite gates compare on
+MIN_AGREEMENT = 0.95  # TFLite vs SavedModel top-1 agreement the run requires
 LEARNED_ACCURACY = 0.65  # of the SavedModel on those 80 photos (measured: 0.7375); chance: 0.5
 
 
@@ -58,6 +59,11 @@ def trained(tmp_path_factory) -> dict:
         "MODEL_NAME": "hotdog",
         "PIPELINE_NAME": "deploy-test",
         "TFLITE_EXPORT": "true",
+        # On these real photos the int8 file flips 1 borderline photo of 80 here (agreement
+        # 0.9875): one more would fall under the default 0.98. The run allows 4 so that a
+        # CPU whose int8 calibration comes out slightly otherwise still blesses both files;
+        # the default gate's refusal is the corrupted-model test's.
+        "TFLITE_MIN_AGREEMENT": str(MIN_AGREEMENT),
         "TF_USE_LEGACY_KERAS": "1",
     }
     result = subprocess.run(
@@ -93,9 +99,11 @@ def test_run_writes_gates_and_pushes_both_tflite_models(trained):
     # The gates compared the TFLite files with a SavedModel that learned from real features.
     assert tflite["examples"] == 2 * EVAL_PER_CLASS
     assert tflite["saved_model"]["accuracy"] >= LEARNED_ACCURACY, tflite["saved_model"]
+    assert tflite["min_agreement"] == MIN_AGREEMENT
+    assert tflite["models"][tflite_export.FLOAT_MODEL]["agreement"] == 1.0
     for name, result in tflite["models"].items():
         assert result["blessed"], (name, result)
-        assert result["agreement"] >= 0.98 and result["size_bytes"] > 0
+        assert result["agreement"] >= MIN_AGREEMENT and result["size_bytes"] > 0
         assert result["latency_ms"] > 0 and result["images_per_second"] > 0
     # int8 weights: about a quarter of the float file.
     sizes = {n: r["size_bytes"] for n, r in tflite["models"].items()}
