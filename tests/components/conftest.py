@@ -1,8 +1,10 @@
 """Shared fixtures of the component tests: one tiny ingested dataset, built once.
 
 Two separable colour classes with unequal counts, so label distributions are checkable;
-64 px images, which Transform resizes to IMAGE_SIZE with the light MobileNetV2's
-preprocessing.
+64 px images, which Transform resizes to IMAGE_SIZE with EfficientNet-Lite0's preprocessing:
+the Trainer's tests train on its packaged ImageNet weights, whose features differ from
+image to image (a random backbone's barely do, so a prediction compared between two paths
+would agree even if one were wrong).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tools import ingest as folder_ingest
 
 IMAGE_SIZE = 32
 SOURCE_SIZE = 64
-BACKBONE = "mobilenet_v2"
+BACKBONE = "efficientnet_lite0"
 COLOURS = {"cool": (40, 90, 220), "warm": (220, 60, 40)}  # sorted: cool = 0, warm = 1
 # Images per folder; ingest holds out VALIDATION_FRACTION of train/ (by content hash) as
 # the validation split and test/ becomes eval. Tests read the resulting counts from the

@@ -13,7 +13,9 @@ from models.feature_cache import FeatureSource
 from tests.models import training_helpers
 
 IMAGE_SIZE = 32
-BACKBONE = "mobilenet_v2"
+# Pretrained: the served answers must not change from call to call, which a random
+# backbone's (random MobileNetV2 gives every image the same features) could not show.
+BACKBONE = training_helpers.PRETRAINED
 # Ops that only the augmentation layers put in a graph.
 AUGMENTATION_OPS = ("ImageProjectiveTransform", "RandomUniform", "StatelessRandom", "RngRead")
 
@@ -62,13 +64,15 @@ def test_training_with_augmentation_skips_the_cache_and_exports_no_augmentation(
         str(tmp_path / "tft"), IMAGE_SIZE, BACKBONE
     )
     train_ds, eval_ds = training_helpers.datasets(str(tmp_path), transform_output, 8, 4, 4)
-    backbone = model.build_backbone(BACKBONE, IMAGE_SIZE, training_helpers.random_weights(BACKBONE))
+    backbone = model.build_backbone(
+        BACKBONE, IMAGE_SIZE, training_helpers.backbone_weights(BACKBONE)
+    )
     head = model.build_head(backbones.get_backbone(BACKBONE).feature_dim, 2, 0.0, 0)
     options = trainer.TrainingOptions(
         epochs=1, batch_size=4, augmentation="flip,rotation,zoom,contrast"
     )
     with caplog.at_level(logging.INFO):
-        spec = model.BackboneSpec(BACKBONE, training_helpers.random_weights(BACKBONE), IMAGE_SIZE)
+        spec = model.BackboneSpec(BACKBONE, training_helpers.backbone_weights(BACKBONE), IMAGE_SIZE)
         source = FeatureSource(spec, backbone, options, str(tmp_path / "w"))
         network, history = trainer.train(source, head, train_ds, eval_ds, options)
     assert "Feature caching skipped: augmentation" in caplog.text

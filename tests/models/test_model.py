@@ -11,6 +11,8 @@ IMAGE_SIZE = 32
 
 
 def build(backbone_name: str = "resnet50", num_classes: int = 2):
+    # Random weights: which weights change in a training step, and the batch-norm
+    # statistics, are mechanics of the default backbone that no real feature changes.
     record = weights.resolve_weights(weights.RANDOM, backbones.get_backbone(backbone_name))
     backbone = model.build_backbone(backbone_name, IMAGE_SIZE, record)
     head = model.build_head(

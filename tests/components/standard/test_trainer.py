@@ -11,11 +11,11 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 from tfx import v1 as tfx
 
 from components.image_example_gen import ingest
 from models import backbones, features, stored_predictions, training_metadata, weights
+from models.model import build_backbone
 from pipeline.configs import PipelineConfig
 from pipeline.image_pipeline import TRAINER_MODULE, TRAINING_KNOBS
 from tests.components import harness
@@ -24,10 +24,14 @@ from tests.components.conftest import BACKBONE, COLOURS, IMAGE_SIZE
 
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory) -> str:
-    """A MobileNetV2 notop weights file written by the test (stands in for ImageNet's)."""
-    path = str(tmp_path_factory.mktemp("weights") / "mobilenet_v2_notop.h5")
-    tf_keras.utils.set_random_seed(5)
-    backbones.get_backbone(BACKBONE).build(IMAGE_SIZE).save_weights(path)
+    """A user's Keras weights file (BACKBONE_WEIGHTS=<path>): EfficientNet-Lite0's packaged
+    ImageNet weights, saved by the test as a notop .h5."""
+    path = str(tmp_path_factory.mktemp("weights") / "efficientnet_lite0_notop.h5")
+    row = backbones.get_backbone(BACKBONE)
+    pretrained = build_backbone(
+        BACKBONE, IMAGE_SIZE, weights.resolve_weights(weights.IMAGENET, row)
+    )
+    pretrained.save_weights(path)
     return path
 
 
@@ -133,6 +137,9 @@ def test_stored_eval_predictions_are_what_the_exported_model_answers(frozen_mode
     table = stored.table()
     by_record = np.stack([table[stored_predictions.example_digest(r)] for r in records])
     np.testing.assert_allclose(by_record, served, atol=1e-5)
+    # Pretrained features: the answers differ from example to example, so a prediction
+    # stored under another example's digest would be caught.
+    assert np.ptp(served[:, 0]) > 1e-3, served
     metadata = training_metadata.read_training_metadata(frozen_model)
     assert metadata["stored_eval_predictions"]["count"] == len(records)
 
@@ -154,7 +161,7 @@ def test_fine_tuning_says_the_weights_changed_from_the_file(
     assert len(metadata["history"]["loss"]) == 2
     # It is true: a fine-tuned (top block) kernel differs from the file's.
     in_file, exported = _file_weights(weights_file), _exported_variables(model_dir)
-    assert not np.array_equal(in_file["Conv_1/kernel:0"], exported["Conv_1/kernel:0"])
+    assert not np.array_equal(in_file["top_conv/kernel:0"], exported["top_conv/kernel:0"])
     # Cached features no longer describe this backbone: no stored eval predictions.
     assert stored_predictions.read(os.path.dirname(model_dir)) is None
     assert "fine-tuning" in metadata["stored_eval_predictions"]["reason"]

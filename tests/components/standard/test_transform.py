@@ -1,5 +1,5 @@
 """Transform alone: its graph, applied to a record, equals an independent decode + resize
-(Pillow) and MobileNetV2's scaling of the same image file."""
+(Pillow) and EfficientNet-Lite0's scaling of the same image file."""
 
 from __future__ import annotations
 
@@ -51,5 +51,5 @@ def test_graph_equals_independent_decode_and_resize(dataset, transform_graph):
             ],
             axis=-1,
         )
-        expected = resized / 127.5 - 1.0  # MobileNetV2's scaling to [-1, 1]
-        np.testing.assert_allclose(got, expected, atol=0.01 / 127.5)  # 1/100 grey level
+        expected = (resized - 127.0) / 128.0  # EfficientNet-Lite's scaling (TF's Lite models')
+        np.testing.assert_allclose(got, expected, atol=0.01 / 128.0)  # 1/100 grey level
