@@ -11,6 +11,7 @@ import os
 import shlex
 from collections.abc import Mapping
 
+from components.tflite_evaluator import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
 from models.features import DEFAULT_BACKBONE
 from models.options import TrainingOptions, TuningOptions
 
@@ -96,8 +97,10 @@ class PipelineConfig:
     # TFLite (models/tflite_export.py, components/tflite_evaluator/): float32 + int8 files,
     # each pushed beside the SavedModel only when it passes its gate against the SavedModel.
     tflite_export: bool = True  # also write model.tflite and model_int8.tflite
-    tflite_min_agreement: float = 0.98  # refused below this top-1 agreement with the SavedModel
-    tflite_max_drop: float = 0.01  # refused if less accurate by more than this beyond noise
+    # refused below this top-1 agreement with the SavedModel (the default: measured, see
+    # components/tflite_evaluator/__init__.py)
+    tflite_min_agreement: float = DEFAULT_MIN_AGREEMENT
+    tflite_max_drop: float = DEFAULT_MAX_DROP  # refused if worse by more than this beyond noise
     # Batch inference (make predict-folder): a pushed version dir; empty = latest blessed model
     model: str = ""
     # Infra validation (components/infra_validator/): the candidate is loaded in a model
