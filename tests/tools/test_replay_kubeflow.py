@@ -201,8 +201,11 @@ def test_the_resolver_filters_answer_the_newest_match(tmp_path):
         a["name"] for a in record.query('schema_title="tfx.Model" AND state=LIVE AND name="m1"')
     ] == ["m1"]
     assert record.query('schema_title="tfx.Model" AND name="m9"') == []
-    with pytest.raises(replay_kubeflow.ReplayError, match="not understood"):
+    # A filter this replay cannot evaluate stops it, rather than resolving nothing.
+    with pytest.raises(replay_kubeflow.ReplayError, match="only `=` clauses"):
         record.query("create_time > 5")
+    with pytest.raises(replay_kubeflow.ReplayError, match="'uri' is not understood"):
+        record.query('uri="/u"')
 
 
 def test_tasks_are_ordered_by_dependencies_and_producers():
