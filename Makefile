@@ -22,7 +22,7 @@ HOST ?= 127.0.0.1
 
 TENSORBOARD_PORT ?= 6006
 
-.PHONY: help setup chromium libusb run predict-folder ingest compile-kubeflow report tensorboard serve predict test test-fast lint bench bench-serving clean
+.PHONY: help setup chromium libusb run predict-folder ingest compile-kubeflow replay-kubeflow report tensorboard serve predict test test-fast lint bench bench-serving clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -62,6 +62,12 @@ ingest: setup  ## only ingest IMAGES into OUTPUT/data (image TFRecords for EXAMP
 
 compile-kubeflow: setup  ## Vertex AI / Kubeflow v2 PipelineJob JSON in OUTPUT/kubeflow_v2/
 	$(PY) pipeline/kubeflow_v2_runner.py
+
+# Replays OUTPUT's compiled spec here, task by task, as Vertex's launcher would (no Docker, no
+# Vertex): its state (image folder, logs, the artifact record the resolvers query) in
+# OUTPUT/replay/. Compile it with a local PIPELINE_ROOT first (docs/vertex.md).
+replay-kubeflow: setup  ## run OUTPUT's compiled Kubeflow V2 spec task by task, here (tools/replay_kubeflow.py)
+	$(PY) -m tools.replay_kubeflow $(if $(IMAGES),--images "$(IMAGES)")
 
 report: setup  ## rebuild a past run's evaluation report into OUTPUT/report; RUN=<pipeline run id> (default: latest)
 	$(PY) -m tools.report $(if $(RUN),--run "$(RUN)")

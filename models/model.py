@@ -16,7 +16,7 @@ import tf_keras
 from models import features
 from models.backbones import get_backbone
 from models.keras_autograph import skip_tf_keras_conversion
-from models.weights import WeightsRecord, load_backbone_weights
+from models.weights import WeightsRecord, load_backbone_weights, resolve_deferred
 
 # Before anything here is traced (fit, predict, export): see keras_autograph.py.
 skip_tf_keras_conversion()
@@ -51,9 +51,10 @@ class BackboneSpec:
     @classmethod
     def from_config(cls, config: Mapping, dtype: str = "float32", seed: int = 0) -> BackboneSpec:
         """The spec in the Trainer's / Tuner's custom_config (backbone, weights, image_size)."""
+        # A packaged (Vertex) compile defers the weights to here, the Trainer's container.
         return cls(
             config["backbone"],
-            WeightsRecord.from_dict(config["weights"]),
+            resolve_deferred(WeightsRecord.from_dict(config["weights"])),
             int(config["image_size"]),
             dtype,
             seed,

@@ -1,9 +1,15 @@
 """Resolve which backbone weights a run uses, and load them.
 
-Resolution happens before the pipeline is compiled, so the resolved file and its
+Local runs resolve before the pipeline is compiled, so the resolved file and its
 SHA-256 are part of the Trainer's cache key: putting the ImageNet file in place after
 a run without it retrains instead of reusing the model trained on random weights.
 The Trainer then loads exactly the resolved file and checks its hash.
+
+A packaged (Vertex) compile cannot: the weights belong to the container that runs the
+Trainer, not to the laptop that compiled the spec. There the record is *deferred*
+(deferred_record): it names the backbone and BACKBONE_WEIGHTS (imagenet, a path in the
+image, or a gs:// URI) and the Trainer resolves it when it starts (resolve_deferred),
+recording the file's SHA-256 in the exported model's metadata.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ import logging
 import os
 from collections.abc import Mapping
 
+import tensorflow as tf
 import tf_keras
 
 from models import efficientnet_lite, torch_checkpoint
-from models.backbones import Backbone
+from models.backbones import Backbone, get_backbone
 
 IMAGENET = "imagenet"
 RANDOM = "random"
@@ -91,6 +98,10 @@ class WeightsRecord:
     package_version: str = ""
     # Why this backbone and not the one asked for (the demo's fallback); "" = as asked.
     substitution: str = ""
+    # True: compiled for a container (Vertex); the Trainer resolves BACKBONE_WEIGHTS (kept
+    # in `path`) when it runs (resolve_deferred); sha256 is empty until then.
+    deferred: bool = False
+    uri: str = ""  # the gs:// (or other non-local) URI the file was copied from; "" = none
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -107,6 +118,11 @@ class WeightsRecord:
 
     def describe(self) -> str:
         """One line for logs, summaries and reports: what the backbone's weights are."""
+        if self.deferred:
+            return (
+                f"{self.backbone} with BACKBONE_WEIGHTS={self.path!r}, resolved when the "
+                "Trainer runs (its SHA-256 is in the exported model's metadata)"
+            )
         if not self.pretrained:
             return f"{self.backbone} with RANDOM weights (not transfer learning)"
         origin = (
@@ -177,6 +193,51 @@ def resolve_weights(
         package=package,
         package_version=version,
     )
+
+
+def deferred_record(spec: str, backbone: Backbone) -> WeightsRecord:
+    """The record a packaged (Vertex) compile puts in the Trainer's custom_config: nothing
+    is read on the compiling machine. Random weights need no file and resolve now."""
+    if spec == RANDOM:
+        return resolve_weights(spec, backbone)
+    return WeightsRecord(
+        backbone=backbone.name,
+        source=IMAGENET if spec == IMAGENET else "file",
+        path=spec,
+        sha256="",
+        pretrained=True,
+        warning="",
+        deferred=True,
+    )
+
+
+def resolve_deferred(record: WeightsRecord, download_dir: str | None = None) -> WeightsRecord:
+    """In the Trainer's container: the deferred record resolved as a local run resolves it
+    (Keras' cache or download, the packaged file, or a file), a gs:// URI copied first (through
+    tf.io.gfile) into `download_dir` (default: Keras' cache folder). Other records pass."""
+    if not record.deferred:
+        return record
+    backbone = get_backbone(record.backbone)
+    spec, uri = record.path, ""
+    if "://" in spec:
+        uri, spec = spec, _copy_to_local(spec, download_dir or os.path.join(keras_home(), "models"))
+    resolved = resolve_weights(spec, backbone)
+    logging.info("Backbone weights resolved at run time: %s", resolved.describe())
+    return dataclasses.replace(resolved, uri=uri, substitution=record.substitution)
+
+
+def _copy_to_local(uri: str, folder: str) -> str:
+    """Keras and the checkpoint reader need a local file: copy the URI's object once."""
+    if not tf.io.gfile.exists(uri):
+        raise WeightsError(
+            f"BACKBONE_WEIGHTS={uri!r}: no such object. Upload the weights file there, or pass "
+            "'imagenet' or 'random'."
+        )
+    os.makedirs(folder, exist_ok=True)
+    local = os.path.join(folder, os.path.basename(uri.rstrip("/")))
+    tf.io.gfile.copy(uri, local + ".part", overwrite=True)
+    os.replace(local + ".part", local)
+    return local
 
 
 def is_torch_checkpoint(path: str) -> bool:

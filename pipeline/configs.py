@@ -113,6 +113,14 @@ class PipelineConfig:
     beam_pipeline_args: str = ""  # Beam flags, shell-quoted; empty: in-memory DirectRunner
     pipeline_root: str = ""  # TFX artifacts; empty: OUTPUT/pipeline_root; may be gs://...
     container_image: str = "tfx-image-transfer:latest"  # Kubeflow/Vertex component image
+    # The image folder's layout, for a Vertex compile that does not read IMAGES: split
+    # (train/ + test/) | flat (<class>/); empty = listed when local, else flat (docs/vertex.md).
+    images_layout: str = ""
+    # The Trainer's task on Vertex (a ResourceSpec in the spec); 0 / empty = Vertex's default.
+    trainer_cpu: float = 0.0  # vCPU limit
+    trainer_memory: float = 0.0  # memory limit, GB
+    trainer_accelerator: str = ""  # e.g. NVIDIA_TESLA_T4; empty = none
+    trainer_accelerator_count: int = 1  # accelerators of that type (with TRAINER_ACCELERATOR)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineConfig:
@@ -129,6 +137,11 @@ class PipelineConfig:
         return cls(**values)
 
     def __post_init__(self) -> None:
+        if self.trainer_cpu < 0 or self.trainer_memory < 0 or self.trainer_accelerator_count < 1:
+            raise ValueError(
+                "TRAINER_CPU and TRAINER_MEMORY must be >= 0 (0 = Vertex's default) and "
+                "TRAINER_ACCELERATOR_COUNT >= 1."
+            )
         if not self.pipeline_root:
             object.__setattr__(self, "pipeline_root", os.path.join(self.output, "pipeline_root"))
 

@@ -7,6 +7,7 @@ ImageExampleGen (or ImportExampleGen over image TFRecords: EXAMPLES)
     -> Trainer (fits train, validates on validation)
     -> Evaluator (eval split only, + latest blessed; the Trainer's stored predictions)
     -> EvaluationReport (report + model card) -> Pusher (the card into assets.extra/)
+    (the Evaluator's per-class metrics are for the classes ImageExampleGen ingested)
     Trainer -> TFLiteEvaluator (TFLITE_EXPORT=true: the TFLite files vs the SavedModel)
         -> EvaluationReport, Pusher
     InfraValidator (the candidate loaded and queried in a model server)
@@ -21,7 +22,6 @@ import os
 # Not `from tfx import v1 as tfx`: tfx.v1 imports its Google Cloud extensions, and with
 # them google.cloud.aiplatform, ~10 s of every run's start for a local pipeline. These are
 # the modules tfx.v1 re-exports; tests/pipeline/test_startup.py keeps aiplatform out.
-from tfx.components.evaluator.component import Evaluator
 from tfx.components.example_gen.import_example_gen.component import ImportExampleGen
 from tfx.components.example_validator.component import ExampleValidator
 from tfx.components.schema_gen.component import SchemaGen
@@ -44,6 +44,7 @@ from tfx.types.channel import Channel
 from components.anomaly_gate.component import AnomalyGate
 from components.anomaly_gate.executor import check_mode
 from components.evaluation_report.component import EvaluationReport
+from components.evaluator.component import ImageEvaluator
 from components.image_example_gen import ingest
 from components.image_example_gen.component import ImageExampleGen
 from components.infra_validator import component as infra_validator
@@ -104,13 +105,16 @@ def user_code(module_file: str, function: str | None, packaged: bool) -> dict:
     return {function: f"{MODULES_PACKAGE}.{module}.{function}"}
 
 
-def example_gen_and_classes(config: PipelineConfig, images_dir: str | RuntimeParameter) -> tuple:
+def example_gen_and_classes(
+    config: PipelineConfig, images_dir: str | RuntimeParameter, packaged: bool = False
+) -> tuple:
     """(ExampleGen, Trainer class config) for an image folder or a folder of image TFRecords.
 
     ImageExampleGen writes the class names and counts into its artifact, where the Trainer
-    reads them; the names also come from a listing of the class folders (no photo is read)
-    because the Evaluator's config needs the class count when the pipeline is compiled.
-    ImportExampleGen's records come with labels.txt (and the ingest report, for counts).
+    and the Evaluator (components/evaluator/) read them at run time: the pipeline is built
+    without knowing them (a Vertex compile reads no photo, and the same spec runs on
+    another snapshot). ImportExampleGen's records come with labels.txt (and the ingest
+    report, for counts), read here.
     """
     if config.examples:
         example_gen = ImportExampleGen(
@@ -123,9 +127,25 @@ def example_gen_and_classes(config: PipelineConfig, images_dir: str | RuntimePar
             ),
         )
         return example_gen, ingest_report.class_config_of_folder(config.examples)
-    example_gen = ImageExampleGen(images_dir, config.validation_fraction, config.eval_fraction)
+    example_gen = ImageExampleGen(
+        images_dir,
+        config.validation_fraction,
+        config.eval_fraction,
+        layout=images_layout(config, images_dir) if packaged else config.images_layout,
+    )
+    return example_gen, {"class_names": [], "class_counts": []}
+
+
+def images_layout(config: PipelineConfig, images_dir: str | RuntimeParameter) -> str:
+    """The layout a packaged compile names for ImageExampleGen's fingerprinted glob:
+    IMAGES_LAYOUT, else the local folder's own (its top level listed, no photo read), else
+    flat (`<class>/<file>`), whose glob also matches a split folder's class folders."""
+    if config.images_layout:
+        return config.images_layout
     listed = getattr(images_dir, "default", images_dir)  # a RuntimeParameter's default
-    return example_gen, {"class_names": ingest.class_names(listed), "class_counts": []}
+    if listed and "://" not in listed and os.path.isdir(listed):
+        return ""  # ImageExampleGen lists it
+    return "flat"
 
 
 def create_pipeline(
@@ -137,8 +157,7 @@ def create_pipeline(
     """`images_dir`: the listed folder (ignored with EXAMPLES); a RuntimeParameter on Vertex.
     `package_modules`: ship the module files as TFX's wheels (see user_code)."""
     fingerprint = {} if package_modules else {"code_fingerprint": code_fingerprint()}
-    example_gen, classes = example_gen_and_classes(config, images_dir)
-    class_names = classes["class_names"]
+    example_gen, classes = example_gen_and_classes(config, images_dir, package_modules)
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
     if config.schema == "infer":
         schema_gen = SchemaGen(statistics=statistics_gen.outputs["statistics"])
@@ -211,13 +230,14 @@ def create_pipeline(
         model=Channel(type=standard_artifacts.Model),
         model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
-    evaluator = Evaluator(
+    # TFX's Evaluator; its per-class metrics and gate are for the ingested classes.
+    evaluator = ImageEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=latest_blessed_model.outputs["model"],
         example_splits=[ingest.EVAL],
         eval_config=build_eval_config(
-            list(class_names), GateSettings(**config.values_for(GateSettings))
+            classes["class_names"], GateSettings(**config.values_for(GateSettings))
         ),
         # Predictions the Trainer stored are reused, a sample of the candidate's checked.
         # Its code is in the Trainer's fingerprint: a change to it makes a new model.
@@ -226,7 +246,7 @@ def create_pipeline(
             if config.stored_eval_predictions
             else {}
         ),
-    )
+    ).with_id("Evaluator")  # the node id the run summary and ML Metadata queries use
     # The TFLite files against the SavedModel on the eval split: the Pusher takes those passing.
     tflite = (
         TFLiteEvaluator(

@@ -11,6 +11,10 @@ ImageNet file is absent (ResNet50 without internet), it runs EfficientNet-Lite0 
 ImageNet weights packaged in the lock file instead, and says so; only when even those are
 missing does it fall back to random weights. The backbone is decided here, before the
 pipeline is built, because the Transform graph's preprocessing depends on it.
+
+A packaged (Vertex) compile (prepare_packaged_inputs) reads neither: the photos and the
+weights belong to the run, in the container. IMAGES is passed on as it is given (the spec's
+run-time parameter), and the weights are deferred to the Trainer (weights.deferred_record).
 """
 
 from __future__ import annotations
@@ -56,6 +60,24 @@ def prepare_inputs(config: PipelineConfig) -> PreparedInputs:
         images_dir = listing.images_dir
     record, config = resolve_backbone(config)
     return PreparedInputs(images_dir, record, config)
+
+
+def prepare_packaged_inputs(config: PipelineConfig) -> PreparedInputs:
+    """What a compile for containers needs: no listing of IMAGES, no weights file. Only the
+    demo (no IMAGES, no EXAMPLES) writes its generated photos here, for a local replay."""
+    images_dir = ""
+    if not config.examples:
+        if config.is_demo:
+            images_dir = demo_data.generate_demo_images(
+                config.demo_images_dir, config.demo_images_per_class, seed=config.seed
+            )
+        else:
+            images_dir = config.images
+        ingest.SplitOptions(config.validation_fraction, config.eval_fraction).check()
+    backbone = backbones.get_backbone(config.backbone)
+    return PreparedInputs(
+        images_dir, weights.deferred_record(config.backbone_weights, backbone), config
+    )
 
 
 def resolve_backbone(config: PipelineConfig) -> tuple[weights.WeightsRecord, PipelineConfig]:

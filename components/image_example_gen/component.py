@@ -38,29 +38,38 @@ class ImageExampleGen(FileBasedExampleGen):
         validation_fraction: float = ingest.SplitOptions.validation_fraction,
         eval_fraction: float = ingest.SplitOptions.eval_fraction,
         unlabelled: bool = False,
+        layout: str = "",
     ):
         """Lists the folder's top level (not its photos) to choose the fingerprinted glob.
 
         `images_dir` may be a RuntimeParameter (Kubeflow/Vertex): its default is listed,
         and a folder given at submission must have the same layout. `unlabelled`: any
         folder of photos, any nesting, into one `unlabelled` split (unlabelled.py; TFX
-        fingerprints its top level only, so its pipeline runs uncached).
+        fingerprints its top level only, so its pipeline runs uncached). `layout` (split |
+        flat; a compile that may not read the folder) names the layout instead of listing it.
         """
         listed = images_dir.default if isinstance(images_dir, RuntimeParameter) else images_dir
         options = struct_pb2.Struct()
         options.update({"validation_fraction": validation_fraction, "eval_fraction": eval_fraction})
         options.update({"unlabelled": unlabelled})
         splits = (UNLABELLED,) if unlabelled else ingest.SPLITS
+        if unlabelled:
+            pattern = "*"
+        elif layout:
+            if layout not in ingest.LAYOUT_PATTERNS:
+                raise ValueError(
+                    f"IMAGES_LAYOUT={layout!r}: choose split (train/ and test/ holding the "
+                    "class folders) or flat (the class folders at the top), or leave it empty."
+                )
+            pattern = ingest.LAYOUT_PATTERNS[layout]
+        else:
+            pattern = ingest.input_pattern(listed)
         packed = any_pb2.Any()
         packed.Pack(options)
         super().__init__(
             input_base=images_dir,
             input_config=example_gen_pb2.Input(
-                splits=[
-                    example_gen_pb2.Input.Split(
-                        name="images", pattern="*" if unlabelled else ingest.input_pattern(listed)
-                    )
-                ]
+                splits=[example_gen_pb2.Input.Split(name="images", pattern=pattern)]
             ),
             # Names the output splits; the executor assigns them (by folder and content
             # hash, fractions from custom_config), so hash_buckets are not used.

@@ -278,6 +278,11 @@ def _layout(images_dir: str) -> tuple[str, str | None, list[str]]:
     return "split", eval_dir, top
 
 
+# The fingerprinted glob of each layout (input_pattern). A compile that may not read the
+# folder (Vertex: IMAGES_LAYOUT) names the layout instead of listing it.
+LAYOUT_PATTERNS = {"split": "*/*/*", "flat": "*/*"}
+
+
 def input_pattern(images_dir: str) -> str:
     """The glob (relative to images_dir) that covers every file ingest may read.
 
@@ -286,7 +291,7 @@ def input_pattern(images_dir: str) -> str:
     ingested (they are reported), so they need not be fingerprinted.
     """
     layout, _, _ = _layout(images_dir)
-    return "*/*/*" if layout == "split" else "*/*"
+    return LAYOUT_PATTERNS[layout]
 
 
 def class_names(images_dir: str) -> list[str]:

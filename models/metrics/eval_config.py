@@ -109,6 +109,29 @@ def class_names(config: tfma.EvalConfig) -> list[str]:
     return []
 
 
+def with_class_names(config: tfma.EvalConfig, class_names: list[str]) -> tfma.EvalConfig:
+    """`config` (one of build_eval_config's) for the classes of the data at hand: the
+    Evaluator's executor (components/evaluator/) calls it with the names of ImageExampleGen's
+    report, so a spec compiled without reading the photos gets per-class metrics and the
+    per-class gate for the classes that were ingested. Equal to build_eval_config(class_names,
+    the same gate): tests/models/metrics/test_eval_config_classes.py checks it."""
+    result = tfma.EvalConfig()
+    result.CopyFrom(config)
+    class_ids = list(range(len(class_names)))
+    for spec in result.metrics_specs:
+        if not spec.HasField("binarize"):
+            continue  # not per class
+        del spec.binarize.class_ids.values[:]
+        spec.binarize.class_ids.values.extend(class_ids)
+        if spec.aggregate.macro_average:
+            spec.aggregate.class_weights.clear()
+            spec.aggregate.class_weights.update({i: 1.0 for i in class_ids})
+        for metric in spec.metrics:
+            if metric.class_name == class_metrics.ClassRecall.__name__:
+                metric.config = json.dumps({"class_names": list(class_names)})
+    return result
+
+
 def _over_majority(
     name: str = OVER_MAJORITY_METRIC,
     eval_config: tfma.EvalConfig | None = None,

