@@ -11,9 +11,8 @@ import os
 import shlex
 from collections.abc import Mapping
 
-from components.tflite_evaluator import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
 from models.features import DEFAULT_BACKBONE
-from models.options import TrainingOptions, TuningOptions
+from models.options import TFLITE_MAX_DROP, TFLITE_MIN_AGREEMENT, TrainingOptions, TuningOptions
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
@@ -98,9 +97,9 @@ class PipelineConfig:
     # each pushed beside the SavedModel only when it passes its gate against the SavedModel.
     tflite_export: bool = True  # also write model.tflite and model_int8.tflite
     # refused below this top-1 agreement with the SavedModel (the default: measured, see
-    # components/tflite_evaluator/__init__.py)
-    tflite_min_agreement: float = DEFAULT_MIN_AGREEMENT
-    tflite_max_drop: float = DEFAULT_MAX_DROP  # refused if worse by more than this beyond noise
+    # models/options.py)
+    tflite_min_agreement: float = TFLITE_MIN_AGREEMENT
+    tflite_max_drop: float = TFLITE_MAX_DROP  # refused if worse by more than this beyond noise
     # Batch inference (make predict-folder): a pushed version dir; empty = latest blessed model
     model: str = ""
     # Infra validation (components/infra_validator/): the candidate is loaded in a model

@@ -7,7 +7,8 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
 from components.artifact_types import TFLiteEvaluation
-from components.tflite_evaluator import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, executor
+from components.tflite_evaluator import executor
+from models.options import TFLITE_MAX_DROP, TFLITE_MIN_AGREEMENT
 
 
 @component
@@ -16,8 +17,8 @@ def TFLiteEvaluator(  # noqa: N802 (TFX names components like classes)
     model: InputArtifact[standard_artifacts.Model],
     evaluation: OutputArtifact[TFLiteEvaluation],
     eval_split: Parameter[str] = "eval",
-    min_agreement: Parameter[float] = DEFAULT_MIN_AGREEMENT,
-    max_drop: Parameter[float] = DEFAULT_MAX_DROP,
+    min_agreement: Parameter[float] = TFLITE_MIN_AGREEMENT,
+    max_drop: Parameter[float] = TFLITE_MAX_DROP,
 ) -> None:
     """Scores model.tflite and model_int8.tflite against the SavedModel; refuses either
     below TFLITE_MIN_AGREEMENT or worse beyond noise by more than TFLITE_MAX_DROP."""

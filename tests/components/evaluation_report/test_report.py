@@ -31,9 +31,9 @@ from tfx.utils import path_utils
 
 from components.evaluation_report import build, model_card
 from components.infra_validator import verdict as infra_verdict
-from components.tflite_evaluator import DEFAULT_MIN_AGREEMENT
 from models import features, tflite_export
 from models.metrics import worst_errors
+from models.options import TFLITE_MIN_AGREEMENT
 from pipeline import metadata
 from tests.components.evaluation_report import report_fixture
 from tools import report as rebuild
@@ -110,7 +110,7 @@ def test_report_shows_the_tflite_gate_and_the_infra_verdict(run):
     refused = tflite["models"][report_fixture.CORRUPTED_TFLITE]
     assert refused["blessed"] is False and refused["agreement"] == 0.0
     [reason] = refused["refused_because"]
-    assert f"TFLITE_MIN_AGREEMENT={DEFAULT_MIN_AGREEMENT}" in reason
+    assert f"TFLITE_MIN_AGREEMENT={TFLITE_MIN_AGREEMENT}" in reason
     int8 = tflite["models"][tflite_export.INT8_MODEL]
     assert int8["blessed"] is True and int8["agreement"] == 1.0
     assert tflite["statement"] == f"refused (not pushed): {report_fixture.CORRUPTED_TFLITE}"
