@@ -76,18 +76,27 @@ def _list(images_dir: str, split: str) -> tuple[list[str], list[int]]:
     return paths, labels
 
 
+def _encoded_batches(paths: list[str], size: int = 64):
+    """The photos' file bytes, `size` at a time, as string tensors."""
+    import tensorflow as tf
+
+    for start in range(0, len(paths), size):
+        encoded = []
+        for path in paths[start : start + size]:
+            with open(path, "rb") as f:
+                encoded.append(f.read())
+        yield tf.constant(encoded)
+
+
 def _pixels(paths: list[str], image_size: int, backbone: str):
     import tensorflow as tf
 
     from models import preprocessing
 
-    batches = []
-    for start in range(0, len(paths), 64):
-        encoded = []
-        for path in paths[start : start + 64]:
-            with open(path, "rb") as f:
-                encoded.append(f.read())
-        batches.append(preprocessing.preprocess_images(tf.constant(encoded), image_size, backbone))
+    batches = [
+        preprocessing.preprocess_images(encoded, image_size, backbone)
+        for encoded in _encoded_batches(paths)
+    ]
     return tf.concat(batches, 0)
 
 
@@ -151,12 +160,8 @@ def _model_predictions(model_dir: str, paths: list[str], class_names: list[str])
     serve = tf.saved_model.load(model_dir).signatures["serving_default"]
     index = {name: i for i, name in enumerate(class_names)}
     predicted = []
-    for start in range(0, len(paths), 64):
-        encoded = []
-        for path in paths[start : start + 64]:
-            with open(path, "rb") as f:
-                encoded.append(f.read())
-        names = serve(image_bytes=tf.constant(encoded))["class_name"].numpy()
+    for encoded in _encoded_batches(paths):
+        names = serve(image_bytes=encoded)["class_name"].numpy()
         predicted += [index[n.decode()] for n in names]
     return np.array(predicted)
 
