@@ -18,14 +18,13 @@ import tempfile
 import time
 
 from tfx.components.evaluator import constants as evaluator_constants
-from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
 from components.artifact_types import EvaluationReport, TFLiteEvaluation
 from components.evaluation_report import gate
 from components.evaluation_report.evaluation import BASELINE_MODEL, Evaluation
 from components.infra_validator import verdict as infra_verdict
-from components.pusher.executor import TFLITE_SUFFIX
+from components.pusher.executor import TFLITE_SUFFIX, copy_tree
 from components.tflite_evaluator.executor import blessed_files, read_evaluation
 from models import ingest_report, stored_predictions, training_metadata
 from models.atomic_files import write_text_atomically
@@ -339,18 +338,6 @@ def format_summary(summary: dict, config: PipelineConfig) -> str:
     return "\n".join(lines)
 
 
-def copy_to_local(source_dir: str, local_dir: str) -> None:
-    """Copy a folder of any file system (the report artifact, in a bucket on Vertex or with
-    a gs:// PIPELINE_ROOT) into local_dir, through TFX's fileio."""
-    source_dir = source_dir.rstrip("/")
-    for folder, _, names in fileio.walk(source_dir):
-        relative = folder.rstrip("/")[len(source_dir) :].lstrip("/")
-        target = os.path.join(local_dir, relative)
-        os.makedirs(target, exist_ok=True)
-        for name in names:
-            fileio.copy(f"{folder.rstrip('/')}/{name}", os.path.join(target, name), True)
-
-
 def publish(source_dir: str, output_dir: str) -> None:
     """Make output_dir (local: the launching machine's) a copy of source_dir; a reader sees
     the old or the new report, never a half-written one (copy beside it, then swap by
@@ -359,7 +346,7 @@ def publish(source_dir: str, output_dir: str) -> None:
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
     fresh = tempfile.mkdtemp(prefix=".report-new-", dir=parent)
-    copy_to_local(source_dir, fresh)
+    copy_tree(source_dir, fresh)  # through gfile: the artifact may be in a bucket
     old = None
     if os.path.exists(output_dir):
         old = tempfile.mkdtemp(prefix=".report-old-", dir=parent)

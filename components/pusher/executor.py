@@ -195,8 +195,9 @@ def _remove_remote_tree(folder: str) -> None:
         tf.io.gfile.rmtree(folder)  # NotFound: nothing but prefixes was left
 
 
-def _copy_tree(source: str, destination: str) -> list[str]:
-    """gfile's copy of a folder (any scheme on either side); returns the files' relative paths."""
+def copy_tree(source: str, destination: str) -> list[str]:
+    """gfile's copy of a folder (any scheme on either side); returns the files' relative paths.
+    Also the run summary's copy of the report artifact onto the launching machine."""
     copied = []
     for directory, _dirs, files in tf.io.gfile.walk(source):
         relative = os.path.relpath(directory, source)
@@ -212,11 +213,11 @@ def _copy_tree(source: str, destination: str) -> list[str]:
 def _push_remote(model_path: str, temporary: str, final: str, extra_assets_dir: str | None):
     """Copy into temporary, then move its files under final, saved_model.pb last (see the
     module docstring). The file list is the copy's own: no listing of the bucket mid-push."""
-    files = _copy_tree(model_path, temporary)
+    files = copy_tree(model_path, temporary)
     if extra_assets_dir:
         extra = os.path.join(temporary, features.ASSETS_EXTRA_DIR)
         files += [
-            os.path.join(features.ASSETS_EXTRA_DIR, n) for n in _copy_tree(extra_assets_dir, extra)
+            os.path.join(features.ASSETS_EXTRA_DIR, n) for n in copy_tree(extra_assets_dir, extra)
         ]
     files = sorted(set(files), key=lambda name: (name == "saved_model.pb", name))
     for name in files:
@@ -248,14 +249,14 @@ def push_model(model_path: str, base_directory: str, extra_assets_dir: str | Non
         log.info("Model pushed to %s", final)
         return version
     sources_remote = is_remote(model_path) or is_remote(extra_assets_dir or "")
-    copy_tree = _copy_tree if sources_remote else partial(shutil.copytree, dirs_exist_ok=True)
+    copy = copy_tree if sources_remote else partial(shutil.copytree, dirs_exist_ok=True)
     needed = _tree_bytes(model_path) + (_tree_bytes(extra_assets_dir) if extra_assets_dir else 0)
     if needed > shutil.disk_usage(base_directory).free:
         raise _no_space(base_directory, needed, "checked before copying")
     try:
-        copy_tree(model_path, temporary)
+        copy(model_path, temporary)
         if extra_assets_dir:
-            copy_tree(extra_assets_dir, os.path.join(temporary, features.ASSETS_EXTRA_DIR))
+            copy(extra_assets_dir, os.path.join(temporary, features.ASSETS_EXTRA_DIR))
         _fsync_tree(temporary)
     except OSError as exc:
         # copytree gathers its failures into shutil.Error, with the reasons as text.
