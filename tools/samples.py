@@ -43,6 +43,22 @@ def image_bytes(
     return encode(image_array(height, width, seed, color), image_format)
 
 
+BRIGHT, DARK = (235, 225, 205), (25, 30, 45)  # the two classes' colours
+
+
+def write_bright_and_dark_photos(folder: str, per_class: int = 20) -> None:
+    """A photo folder of the demo's two classes as bright and dark JPEGs of three sizes:
+    separable through any backbone, random weights included (the end-to-end tests' data)."""
+    from pipeline import demo_data
+
+    for class_name, colour in zip(demo_data.CLASS_NAMES, (BRIGHT, DARK)):
+        class_dir = os.path.join(folder, class_name)
+        os.makedirs(class_dir)
+        for index in range(per_class):
+            with open(os.path.join(class_dir, f"{index:03d}.jpg"), "wb") as f:
+                f.write(image_bytes(40 + index % 3 * 8, 48, "jpeg", seed=index, color=colour))
+
+
 def raw_row(
     encoded: bytes,
     label: int = 0,

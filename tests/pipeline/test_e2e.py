@@ -64,12 +64,7 @@ def workspace(tmp_path_factory) -> dict:
     """
     root = tmp_path_factory.mktemp("e2e")
     images = root / "images"
-    for class_name, colour in zip(demo_data.CLASS_NAMES, ((235, 225, 205), (25, 30, 45))):
-        (images / class_name).mkdir(parents=True)
-        for index in range(20):
-            (images / class_name / f"{index:03d}.jpg").write_bytes(
-                samples.image_bytes(40 + index % 3 * 8, 48, "jpeg", seed=index, color=colour)
-            )
+    samples.write_bright_and_dark_photos(str(images))
     (images / "hot_dog" / "empty.jpg").write_bytes(b"")
     weights_file = root / "resnet50_notop.h5"
     # Random weights written as a file: exercises BACKBONE_WEIGHTS=<path> end to end.

@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from pipeline import demo_data, kubeflow_v2_runner
+from pipeline import kubeflow_v2_runner
 from pipeline.configs import REPO_ROOT, PipelineConfig
 from tools import replay_kubeflow, samples
 
@@ -37,12 +37,7 @@ def _run(command: list[str], env: dict, cwd: str) -> subprocess.CompletedProcess
 def replays(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("replay")
     images = root / "images"
-    for class_name, colour in zip(demo_data.CLASS_NAMES, ((235, 225, 205), (25, 30, 45))):
-        (images / class_name).mkdir(parents=True)
-        for index in range(20):
-            (images / class_name / f"{index:03d}.jpg").write_bytes(
-                samples.image_bytes(40 + index % 3 * 8, 48, "jpeg", seed=index, color=colour)
-            )
+    samples.write_bright_and_dark_photos(str(images))
     home = root / "home"
     home.mkdir()
     # uv's cache stays the caller's: the image's venv is built from it, not from PyPI.
