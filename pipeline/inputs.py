@@ -40,17 +40,25 @@ class PreparedInputs:
     config: PipelineConfig | None = None
 
 
+def _images_dir(config: PipelineConfig) -> str:
+    """IMAGES, or the generated demo folder when neither IMAGES nor EXAMPLES is given ("" with
+    EXAMPLES), after checking the split fractions."""
+    if config.examples:
+        return ""
+    if config.is_demo:
+        images_dir = demo_data.generate_demo_images(
+            config.demo_images_dir, config.demo_images_per_class, seed=config.seed
+        )
+        logging.info("No IMAGES given: using the generated demo dataset in %s", images_dir)
+    else:
+        images_dir = config.images
+    ingest.SplitOptions(config.validation_fraction, config.eval_fraction).check()
+    return images_dir
+
+
 def prepare_inputs(config: PipelineConfig) -> PreparedInputs:
-    images_dir = ""
+    images_dir = _images_dir(config)
     if not config.examples:
-        if config.is_demo:
-            images_dir = demo_data.generate_demo_images(
-                config.demo_images_dir, config.demo_images_per_class, seed=config.seed
-            )
-            logging.info("No IMAGES given: using the generated demo dataset in %s", images_dir)
-        else:
-            images_dir = config.images
-        ingest.SplitOptions(config.validation_fraction, config.eval_fraction).check()
         listing = ingest.list_folder(images_dir)
         print(
             f"Image folder {listing.images_dir}: {listing.layout} layout, "
@@ -65,15 +73,7 @@ def prepare_inputs(config: PipelineConfig) -> PreparedInputs:
 def prepare_packaged_inputs(config: PipelineConfig) -> PreparedInputs:
     """What a compile for containers needs: no listing of IMAGES, no weights file. Only the
     demo (no IMAGES, no EXAMPLES) writes its generated photos here, for a local replay."""
-    images_dir = ""
-    if not config.examples:
-        if config.is_demo:
-            images_dir = demo_data.generate_demo_images(
-                config.demo_images_dir, config.demo_images_per_class, seed=config.seed
-            )
-        else:
-            images_dir = config.images
-        ingest.SplitOptions(config.validation_fraction, config.eval_fraction).check()
+    images_dir = _images_dir(config)
     backbone = backbones.get_backbone(config.backbone)
     return PreparedInputs(
         images_dir, weights.deferred_record(config.backbone_weights, backbone), config
