@@ -39,19 +39,24 @@ $(VENV)/.synced: pyproject.toml uv.lock .python-version Makefile tools/setup_ven
 
 setup: $(VENV)/.synced chromium libusb  ## build .venv from uv.lock (no-op when nothing changed)
 
+# Debian packages the tests need, pinned (bookworm; chromium from bookworm-security, whose
+# next update retires this version: then bump it here).
+CHROMIUM_VERSION := 156.0.8078.114-1~deb12u1
+LIBUSB_VERSION := 2:1.0.26-1
+
 # Headless Chromium for the report's browser test (tests/components/evaluation_report/test_report.py): Debian's
 # package, installed when missing and we are root; otherwise say how.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium=$(CHROMIUM_VERSION); \
 	else echo "chromium is missing: install Debian's chromium package (apt-get install chromium)"; fi
 
 # libusb-1.0 for tflite-support (the TFLite metadata writer loads it): Debian's package.
 libusb:
 	@ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libusb-1.0-0; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libusb-1.0-0=$(LIBUSB_VERSION); \
 	else echo "libusb-1.0 is missing: install Debian's libusb-1.0-0 package (apt-get install libusb-1.0-0)"; fi
 
 run: setup  ## the whole pipeline; IMAGES=<dir> for your folder, OUTPUT=<dir> for its outputs
