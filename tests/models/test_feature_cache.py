@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
     return tmp, transform_output, train_ds, eval_ds, backbone
 
 
-def _train_and_export(setup, cache: bool, name: str):
+def _train(setup, cache: bool, name: str):
     tmp, transform_output, train_ds, eval_ds, backbone = setup
     # dropout=0 and no shuffling: both paths see the same batches in the same order, so
     # the same seeded head initialisation must reach the same weights.
@@ -46,11 +46,26 @@ def _train_and_export(setup, cache: bool, name: str):
     head = model.build_head(spec.feature_dim, 2, 0.0, options.seed)
     source = FeatureSource(spec, backbone, options, str(tmp / name))
     network, history = trainer.train(source, head, train_ds, eval_ds, options)
+    return source, head, network, history
+
+
+def _export(setup, network, name: str, call_model=None) -> str:
+    tmp, transform_output = setup[0], setup[1]
     export_dir = str(tmp / f"export_{name}")
     export.export_serving_model(
-        network, transform_output.transform_features_layer(), ["a", "b"], {}, export_dir
+        network,
+        transform_output.transform_features_layer(),
+        ["a", "b"],
+        {},
+        export_dir,
+        call_model=call_model,
     )
-    return export_dir, history
+    return export_dir
+
+
+def _train_and_export(setup, cache: bool, name: str):
+    _, _, network, history = _train(setup, cache, name)
+    return _export(setup, network, name), history
 
 
 def test_tfxio_datasets_have_a_length_so_adam_counts_one_iteration_per_batch(setup):
@@ -107,6 +122,24 @@ def test_cached_and_uncached_training_export_the_same_predictions(setup):
     assert np.ptp(cached[:, 0]) > 1e-3, cached
     # The heads did learn something (not both stuck at the initialisation).
     assert cached_history["loss"][-1] != cached_history["loss"][0]
+
+
+def test_export_reuses_the_feature_pass_trace_of_the_backbone(setup):
+    """The Trainer exports through the feature pass's traced backbone (traced_model_call):
+    tf.saved_model.save traces the signatures in its save context, which used to trace the
+    backbone a second time (ResNet50: 1.2 s of a 5.5 s export). Same answers either way."""
+    source, head, network, _ = _train(setup, cache=True, name="traced")
+    extract = feature_cache.extract_function(source._extractor())
+    assert extract.experimental_get_tracing_count() == 1  # the feature pass's trace
+    traced_dir = _export(setup, network, "traced", call_model=source.traced_model_call(head))
+    assert extract.experimental_get_tracing_count() == 1  # not traced again by the export
+    plain_dir = _export(setup, network, "plain")
+    images, _ = training_helpers.labelled_images(6, seed=900)
+    np.testing.assert_allclose(
+        training_helpers.serve(traced_dir, images),
+        training_helpers.serve(plain_dir, images),
+        atol=1e-6,
+    )
 
 
 def test_feature_cache_spills_to_disk_past_the_budget_with_identical_content(setup):
