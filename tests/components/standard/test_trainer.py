@@ -120,9 +120,26 @@ def _eval_records(dataset) -> list[bytes]:
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
-def test_stored_eval_predictions_are_what_the_exported_model_answers(frozen_model, dataset):
+@pytest.fixture(scope="module")
+def bfloat16_model(tmp_path_factory, dataset, transform_graph, weights_file) -> str:
+    return _train(
+        str(tmp_path_factory.mktemp("trainer_bf16")),
+        dataset,
+        transform_graph,
+        weights_file,
+        backbone_dtype="bfloat16",
+    )
+
+
+@pytest.mark.parametrize("model_fixture", ["frozen_model", "bfloat16_model"])
+def test_stored_eval_predictions_are_what_the_exported_model_answers(
+    model_fixture, dataset, request
+):
     """The predictions the Trainer stores for the Evaluator (from cached features through
-    the head) equal the exported SavedModel's own answers on every eval example."""
+    the head) equal the exported SavedModel's own answers on every eval example; with
+    BACKBONE_DTYPE=bfloat16 too, whose head trained on bfloat16 features while the served
+    model runs float32 (the eval split gets a float32 pass)."""
+    frozen_model = request.getfixturevalue(model_fixture)
     stored = stored_predictions.read(os.path.dirname(frozen_model))
     records = _eval_records(dataset)
     assert stored is not None and len(stored.digests) == len(records) > 0
