@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 
+import tensorflow as tf
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.utils import path_utils
 
@@ -66,8 +67,9 @@ def eval_metrics(evaluation: Evaluation) -> dict:
 
 
 def tuner_summary(tuner_results_uri: str) -> dict:
-    """The Tuner's trials (TFX writes them best first: trial_id, score, hyperparameters)."""
-    with open(os.path.join(tuner_results_uri, TUNER_RESULTS_FILE)) as f:
+    """The Tuner's trials (TFX writes them best first: trial_id, score, hyperparameters),
+    read through gfile: the artifact may be in a bucket."""
+    with tf.io.gfile.GFile(os.path.join(tuner_results_uri, TUNER_RESULTS_FILE)) as f:
         trials = json.load(f)
     return {"trials": len(trials), "best": trials[0] if trials else None, "all": trials}
 
