@@ -20,6 +20,11 @@ pushes the Trainer's model, with the project's records).
 
 Why a model was refused is recorded on the blessing (custom property `failure`, verdict.py),
 where the run summary and the evaluation report read it: TFX itself only logs it.
+
+With the pipeline root in a bucket (Vertex), TFX's copy of the candidate is in the bucket too.
+TF Serving's binary reads it there; the project's server reads local folders only, so the
+candidate is copied (gfile) into a local temporary folder for it. The server's output is
+always a local file: a child process writes to a file descriptor, never to a bucket.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import grpc
@@ -39,6 +45,7 @@ from tfx.components.infra_validator.model_server_runners import base_runner
 from tfx.utils import path_utils
 
 from components.infra_validator import verdict
+from components.pusher.executor import copy_tree, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,7 @@ AUTO = "auto"
 TF_SERVING = "tensorflow_model_server"  # TF Serving's binary, as its images install it
 PROJECT = "project"
 MODEL_SERVERS = (AUTO, TF_SERVING, PROJECT)
-LOG_FILE = "model_server.log"  # in the executor's temporary folder; its tail goes into the log
+LOG_FILE = "model_server.log"  # in a local temporary folder per attempt; its tail goes into the log
 _LOG_TAIL_CHARS = 4000
 
 
@@ -195,36 +202,47 @@ class Executor(tfx_executor.Executor):
     def _ValidateOnce(self, model_path, serving_binary, serving_spec, validation_spec, requests):  # noqa: N802
         """TFX's _ValidateOnce with a LocalProcessRunner instead of Docker or Kubernetes."""
         deadline = time.time() + validation_spec.max_loading_time_seconds
-        runner = LocalProcessRunner(
-            self._server,
-            model_path,
-            serving_spec.model_name,
-            os.path.join(self._get_tmp_dir(), LOG_FILE),
-        )
-        try:
-            runner.Start()
-            runner.WaitUntilRunning(deadline)
-            client = serving_binary.MakeClient(runner.GetEndpoint())
+        with tempfile.TemporaryDirectory(prefix="infra-validator-") as local_dir:
+            if self._server == PROJECT and is_remote(model_path):
+                model_path = local_model_copy(model_path, local_dir)
+            runner = LocalProcessRunner(
+                self._server, model_path, serving_spec.model_name, os.path.join(local_dir, LOG_FILE)
+            )
             try:
-                client.WaitUntilModelLoaded(
-                    deadline, polling_interval_sec=tfx_executor._DEFAULT_POLLING_INTERVAL_SEC
-                )
-            except error_types.ValidationFailed as exc:  # END: say what the server said
-                raise error_types.ValidationFailed(
-                    f"the model server failed to load the model: {_load_error(client)}"
-                ) from exc
-            if requests:
-                client.SendRequests(requests)
-        except Exception as exc:
-            failure = describe_failure(exc, validation_spec.max_loading_time_seconds)
-            self._failures.append(failure)
-            log.error(
-                "Infra validation failed: %s\nmodel server log (%s):\n%s",
-                failure, runner, runner.GetLogs() or "(none)",
-            )  # fmt: skip
-            raise
-        finally:
-            runner.Stop()
+                runner.Start()
+                runner.WaitUntilRunning(deadline)
+                client = serving_binary.MakeClient(runner.GetEndpoint())
+                try:
+                    client.WaitUntilModelLoaded(
+                        deadline, polling_interval_sec=tfx_executor._DEFAULT_POLLING_INTERVAL_SEC
+                    )
+                except error_types.ValidationFailed as exc:  # END: say what the server said
+                    raise error_types.ValidationFailed(
+                        f"the model server failed to load the model: {_load_error(client)}"
+                    ) from exc
+                if requests:
+                    client.SendRequests(requests)
+            except Exception as exc:
+                failure = describe_failure(exc, validation_spec.max_loading_time_seconds)
+                self._failures.append(failure)
+                log.error(
+                    "Infra validation failed: %s\nmodel server log (%s):\n%s",
+                    failure, runner, runner.GetLogs() or "(none)",
+                )  # fmt: skip
+                raise
+            finally:
+                runner.Stop()
+
+
+def local_model_copy(model_path: str, local_dir: str) -> str:
+    """The candidate's `<model_name>/<version>` folder copied from a bucket under local_dir
+    (the same two path components), for a server that reads local folders only."""
+    version_dir = os.path.basename(model_path.rstrip("/"))
+    model_name = os.path.basename(os.path.dirname(model_path.rstrip("/")))
+    local_path = os.path.join(local_dir, "models", model_name, version_dir)
+    files = copy_tree(model_path, local_path)
+    log.info("Copied the candidate's %d files from %s to %s", len(files), model_path, local_path)
+    return local_path
 
 
 def _unreadable_model(model) -> str | None:

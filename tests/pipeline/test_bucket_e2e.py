@@ -10,9 +10,9 @@ Every process of the run carries an audit hook (tests/pipeline/no_local_io_hook/
 raises on a local file call (`open`, `os.*`, `shutil.*`) on a path with a scheme, so a stray
 `os.makedirs("gs://...")` fails the run instead of quietly creating `./gs:/...`.
 
-Off in this run, and why: INFRA_VALIDATION (the project's model server reads local folders
-only, and no TF Serving binary is here; TFX copies the candidate into its temporary folder,
-in the bucket), TFLITE_EXPORT (minutes of conversion; tests/pipeline/test_deploy_e2e.py).
+The InfraValidator runs: TFX copies the candidate into its temporary folder, in the bucket,
+and the project's model server (no TF Serving binary is here) gets a local copy of it. Off in
+this run: TFLITE_EXPORT (minutes of conversion; tests/pipeline/test_deploy_e2e.py).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ COMPONENTS = {
     "Transform",
     "Trainer",
     "latest_blessed_model_resolver",
+    "InfraValidator",
     "Evaluator",
     "EvaluationReport",
     "Pusher",
@@ -85,7 +86,6 @@ def bucket_run(tmp_path_factory):
             "BATCH_SIZE": "8",
             "MODEL_NAME": "hotdog",
             "PIPELINE_NAME": "bucket-e2e",
-            "INFRA_VALIDATION": "false",
             "TFLITE_EXPORT": "false",
             "TF_USE_LEGACY_KERAS": "1",
         }
@@ -119,6 +119,12 @@ def test_the_run_pushes_into_the_bucket(bucket_run):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     summary = _summary(bucket_run)
     assert summary["pushed"] is True
+    # Validated by the project's server, from a local copy of the candidate in the bucket.
+    assert summary["infra_validation"] == {
+        "blessed": True,
+        "model_server": "project",
+        "failure": None,
+    }
     assert summary["pushed_path"].startswith(f"gs://{BUCKET}/serving/hotdog/")
     version = summary["pushed_path"].rsplit("/", 1)[1]
     assert version.isdigit()
